@@ -1,0 +1,70 @@
+use chrono::Utc;
+use platform::Problem;
+use platform::http::RequestId;
+use poem::web::Data;
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::{ApiTags, parse_zone};
+use crate::local_time::LocalClock;
+
+pub struct GreetingApi {
+    greeting: String,
+    clock: LocalClock,
+}
+
+impl GreetingApi {
+    pub fn new(greeting: String, clock: LocalClock) -> Self {
+        Self { greeting, clock }
+    }
+}
+
+#[derive(Debug, Object)]
+struct Greeting {
+    /// The configured `GREETING`.
+    message: String,
+    /// The current time, RFC 3339, in `zone`.
+    local_time: String,
+    /// The IANA zone asked for, or the UTC offset used.
+    zone: String,
+    /// `timezones` (looked up), `offset` (no zone asked for: `TIMEZONE_OFFSET`) or `fallback`
+    /// (timezones unavailable: `TIMEZONE_OFFSET`).
+    source: String,
+    /// True when the zone asked for could not be looked up and the fallback offset was used.
+    degraded: bool,
+}
+
+#[derive(ApiResponse)]
+enum GetGreetingResponse {
+    /// The greeting.
+    #[oai(status = 200)]
+    Ok(Json<Greeting>),
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::Greeting")]
+impl GreetingApi {
+    /// A greeting with the current local time.
+    ///
+    /// With `tz`, the time comes from the timezones service; without, from `TIMEZONE_OFFSET`.
+    #[oai(path = "/greeting", method = "get")]
+    async fn get_greeting(
+        &self,
+        /// IANA zone, e.g. `Asia/Kolkata`.
+        tz: Query<Option<String>>,
+        request_id: Data<&RequestId>,
+    ) -> Result<GetGreetingResponse, Problem> {
+        let zone = parse_zone(tz.0.as_deref())?;
+        let rendered = self
+            .clock
+            .render(zone.as_ref(), &[Utc::now()], Some(&request_id.0.0))
+            .await?;
+        Ok(GetGreetingResponse::Ok(Json(Greeting {
+            message: self.greeting.clone(),
+            local_time: rendered.times.into_iter().next().unwrap_or_default(),
+            zone: rendered.zone,
+            source: rendered.source.as_str().to_owned(),
+            degraded: rendered.source.is_degraded(),
+        })))
+    }
+}

@@ -1,0 +1,412 @@
+use chrono::{DateTime, Utc};
+use platform::Problem;
+use platform::http::RequestId;
+use poem::web::Data;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use super::auth::{ApiKeyAuth, ApiKeyVerifier};
+use super::{ApiTags, parse_zone};
+use crate::domain::{Description, ItemFields, ItemName, ItemPatch, Precondition, Tag, Tags, etag};
+use crate::error::ApiError;
+use crate::local_time::{LocalClock, Rendered};
+use crate::store::{Item, ListQuery, Store};
+
+pub struct ItemsApi {
+    store: Store,
+    clock: LocalClock,
+    auth: ApiKeyVerifier,
+}
+
+impl ItemsApi {
+    pub fn new(store: Store, clock: LocalClock, auth: ApiKeyVerifier) -> Self {
+        Self { store, clock, auth }
+    }
+}
+
+/// A new item, or the full new state of an existing one.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct ItemInput {
+    /// 1–100 characters; surrounding spaces are trimmed.
+    name: String,
+    /// Up to 2000 characters.
+    description: Option<String>,
+    /// Up to 10 tags of 1–32 characters: a-z, 0-9 and `-` (upper case is lowered).
+    #[oai(default)]
+    tags: Vec<String>,
+}
+
+impl ItemInput {
+    fn parse(&self) -> Result<ItemFields, ApiError> {
+        ItemFields::parse(&self.name, self.description.as_deref(), &self.tags)
+            .map_err(ApiError::Validation)
+    }
+}
+
+/// A partial update (merge-patch semantics): absent fields stay, `description: null` removes it.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct ItemPatchInput {
+    name: Option<String>,
+    description: MaybeUndefined<String>,
+    tags: Option<Vec<String>>,
+}
+
+impl ItemPatchInput {
+    fn parse(&self) -> Result<ItemPatch, ApiError> {
+        let mut errors = Vec::new();
+        let name = self
+            .name
+            .as_deref()
+            .map(ItemName::parse)
+            .transpose()
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten();
+        let description = match &self.description {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(d) => Description::parse(d)
+                .map(|d| Some(Some(d)))
+                .map_err(|e| errors.push(e))
+                .ok()
+                .flatten(),
+        };
+        let tags = self
+            .tags
+            .as_deref()
+            .map(Tags::parse)
+            .transpose()
+            .map_err(|e| errors.extend(e))
+            .ok()
+            .flatten();
+        if errors.is_empty() {
+            Ok(ItemPatch {
+                name,
+                description,
+                tags,
+            })
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+}
+
+/// An item's timestamps as the clocks of the zone asked for with `tz` show them.
+#[derive(Debug, Object)]
+struct LocalTimes {
+    /// The IANA zone asked for, or the fallback offset used.
+    zone: String,
+    created_at: String,
+    updated_at: String,
+    /// `timezones`, or `fallback` when the timezones service was unavailable.
+    source: String,
+    /// True when rendered at the fallback `TIMEZONE_OFFSET` instead of the zone asked for.
+    degraded: bool,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "Item")]
+struct ItemBody {
+    /// UUIDv7: ids sort in creation order.
+    id: String,
+    name: String,
+    #[oai(skip_serializing_if_is_none)]
+    description: Option<String>,
+    tags: Vec<String>,
+    /// Increases by one on every change; the `ETag` is this number in quotes.
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    /// Present when the request asked for a zone with `tz`.
+    #[oai(skip_serializing_if_is_none)]
+    local: Option<LocalTimes>,
+}
+
+impl ItemBody {
+    fn new(item: Item, local: Option<LocalTimes>) -> Self {
+        Self {
+            id: item.id.to_string(),
+            name: item.fields.name.as_str().to_owned(),
+            description: item.fields.description.map(|d| d.as_str().to_owned()),
+            tags: item
+                .fields
+                .tags
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+            version: item.version,
+            created_at: item.created_at,
+            updated_at: item.updated_at,
+            local,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+struct ItemPage {
+    items: Vec<ItemBody>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    next_cursor: Option<String>,
+}
+
+#[derive(ApiResponse)]
+enum CreateItemResponse {
+    /// Created.
+    #[oai(status = 201)]
+    Created(
+        Json<ItemBody>,
+        #[oai(header = "Location")] String,
+        #[oai(header = "ETag")] String,
+    ),
+}
+
+#[derive(ApiResponse)]
+enum ListItemsResponse {
+    /// One page of items in creation order.
+    #[oai(status = 200)]
+    Ok(Json<ItemPage>),
+}
+
+/// The answer of a read or update: the item and its current `ETag`.
+#[derive(ApiResponse)]
+enum ItemResponse {
+    /// The item as it is now.
+    #[oai(status = 200)]
+    Ok(Json<ItemBody>, #[oai(header = "ETag")] String),
+}
+
+#[derive(ApiResponse)]
+enum DeleteItemResponse {
+    /// Deleted.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::Items")]
+impl ItemsApi {
+    /// Create an item.
+    #[oai(path = "/items", method = "post")]
+    async fn create_item(
+        &self,
+        auth: ApiKeyAuth,
+        body: Json<ItemInput>,
+    ) -> Result<CreateItemResponse, Problem> {
+        self.auth.verify(&auth)?;
+        let fields = body.0.parse()?;
+        let item = self.store.create(&fields).await.map_err(ApiError::from)?;
+        let location = format!("/v1/items/{}", item.id);
+        let etag = etag(item.version);
+        Ok(CreateItemResponse::Created(
+            Json(ItemBody::new(item, None)),
+            location,
+            etag,
+        ))
+    }
+
+    /// List items in creation order, a page at a time.
+    #[oai(path = "/items", method = "get")]
+    async fn list_items(
+        &self,
+        /// Page size, 1–100.
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        limit: Query<u32>,
+        /// `next_cursor` from the previous page.
+        cursor: Query<Option<String>>,
+        /// Only items with this tag.
+        tag: Query<Option<String>>,
+        /// Only items whose name contains this text (ignoring ASCII case).
+        #[oai(validator(min_length = 1, max_length = 100))]
+        name: Query<Option<String>>,
+        /// Also render timestamps in this IANA zone (one call to timezones per page).
+        tz: Query<Option<String>>,
+        request_id: Data<&RequestId>,
+    ) -> Result<ListItemsResponse, Problem> {
+        let after = cursor
+            .0
+            .as_deref()
+            .map(|c| {
+                Uuid::parse_str(c).map_err(|_| {
+                    ApiError::BadRequest(format!("cursor {c:?} is not a cursor from this API"))
+                })
+            })
+            .transpose()?;
+        let tag = tag
+            .0
+            .as_deref()
+            .map(|t| Tag::parse(t, "tag"))
+            .transpose()
+            .map_err(ApiError::from)?;
+        let zone = parse_zone(tz.0.as_deref())?;
+        // One extra row tells whether another page exists.
+        let mut items = self
+            .store
+            .list(&ListQuery {
+                limit: limit.0 + 1,
+                after,
+                tag,
+                name_contains: name.0,
+            })
+            .await
+            .map_err(ApiError::from)?;
+        let has_more = items.len() > limit.0 as usize;
+        items.truncate(limit.0 as usize);
+        let next_cursor = has_more
+            .then(|| items.last().map(|i| i.id.to_string()))
+            .flatten();
+
+        let local = match (&zone, items.is_empty()) {
+            (Some(zone), false) => {
+                let instants: Vec<_> = items
+                    .iter()
+                    .flat_map(|i| [i.created_at, i.updated_at])
+                    .collect();
+                let rendered = self
+                    .clock
+                    .render(Some(zone), &instants, Some(&request_id.0.0))
+                    .await?;
+                split_local_times(&rendered)
+            }
+            _ => Vec::new(),
+        };
+        let mut local = local.into_iter();
+        let items = items
+            .into_iter()
+            .map(|item| ItemBody::new(item, local.next()))
+            .collect();
+        Ok(ListItemsResponse::Ok(Json(ItemPage { items, next_cursor })))
+    }
+
+    /// Read an item. Its `ETag` is what `If-Match` takes on updates and deletes.
+    #[oai(path = "/items/:id", method = "get")]
+    async fn get_item(
+        &self,
+        id: Path<String>,
+        /// Also render timestamps in this IANA zone.
+        tz: Query<Option<String>>,
+        request_id: Data<&RequestId>,
+    ) -> Result<ItemResponse, Problem> {
+        let zone = parse_zone(tz.0.as_deref())?;
+        let item = self
+            .store
+            .get(parse_id(&id.0)?)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::ItemNotFound(id.0.clone()))?;
+        let local = match &zone {
+            Some(zone) => {
+                let rendered = self
+                    .clock
+                    .render(
+                        Some(zone),
+                        &[item.created_at, item.updated_at],
+                        Some(&request_id.0.0),
+                    )
+                    .await?;
+                split_local_times(&rendered).into_iter().next()
+            }
+            None => None,
+        };
+        let etag = etag(item.version);
+        Ok(ItemResponse::Ok(Json(ItemBody::new(item, local)), etag))
+    }
+
+    /// Replace an item's fields. With `If-Match`, only if the item is still at that version.
+    #[oai(path = "/items/:id", method = "put")]
+    async fn replace_item(
+        &self,
+        auth: ApiKeyAuth,
+        id: Path<String>,
+        /// An `ETag` from a read; 412 if the item changed since.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        body: Json<ItemInput>,
+    ) -> Result<ItemResponse, Problem> {
+        self.auth.verify(&auth)?;
+        let fields = body.0.parse()?;
+        let precondition = Precondition::from_if_match(if_match.0.as_deref());
+        let item = self
+            .store
+            .update(parse_id(&id.0)?, &precondition, |_| fields.clone())
+            .await
+            .map_err(ApiError::from)?;
+        let etag = etag(item.version);
+        Ok(ItemResponse::Ok(Json(ItemBody::new(item, None)), etag))
+    }
+
+    /// Change some of an item's fields. With `If-Match`, only if the item is still at that version.
+    #[oai(path = "/items/:id", method = "patch")]
+    async fn patch_item(
+        &self,
+        auth: ApiKeyAuth,
+        id: Path<String>,
+        /// An `ETag` from a read; 412 if the item changed since.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        body: Json<ItemPatchInput>,
+    ) -> Result<ItemResponse, Problem> {
+        self.auth.verify(&auth)?;
+        let patch = body.0.parse()?;
+        let precondition = Precondition::from_if_match(if_match.0.as_deref());
+        let item = self
+            .store
+            .update(parse_id(&id.0)?, &precondition, |current| {
+                patch.apply_to(current)
+            })
+            .await
+            .map_err(ApiError::from)?;
+        let etag = etag(item.version);
+        Ok(ItemResponse::Ok(Json(ItemBody::new(item, None)), etag))
+    }
+
+    /// Delete an item. With `If-Match`, only if the item is still at that version.
+    #[oai(path = "/items/:id", method = "delete")]
+    async fn delete_item(
+        &self,
+        auth: ApiKeyAuth,
+        id: Path<String>,
+        /// An `ETag` from a read; 412 if the item changed since.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+    ) -> Result<DeleteItemResponse, Problem> {
+        self.auth.verify(&auth)?;
+        let precondition = Precondition::from_if_match(if_match.0.as_deref());
+        self.store
+            .delete(parse_id(&id.0)?, &precondition)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(DeleteItemResponse::NoContent)
+    }
+}
+
+/// An id that is not a UUID names no item: 404, like any other unknown id.
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::ItemNotFound(raw.to_owned()))
+}
+
+/// Pairs up rendered (created_at, updated_at) times, one `LocalTimes` per item.
+fn split_local_times(rendered: &Rendered) -> Vec<LocalTimes> {
+    rendered
+        .times
+        .chunks_exact(2)
+        .map(|pair| LocalTimes {
+            zone: rendered.zone.clone(),
+            created_at: pair[0].clone(),
+            updated_at: pair[1].clone(),
+            source: rendered.source.as_str().to_owned(),
+            degraded: rendered.source.is_degraded(),
+        })
+        .collect()
+}
+
+fn default_limit() -> u32 {
+    20
+}

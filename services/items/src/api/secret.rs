@@ -1,0 +1,42 @@
+use platform::{Problem, Secret};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::ApiTags;
+use super::auth::{ApiKeyAuth, ApiKeyVerifier};
+
+pub struct SecretApi {
+    auth: ApiKeyVerifier,
+    message: Secret,
+}
+
+impl SecretApi {
+    pub fn new(auth: ApiKeyVerifier, message: Secret) -> Self {
+        Self { auth, message }
+    }
+}
+
+#[derive(Debug, Object)]
+struct SecretMessage {
+    /// The configured `SECRET_MESSAGE`.
+    message: String,
+}
+
+#[derive(ApiResponse)]
+enum GetSecretResponse {
+    /// The secret message.
+    #[oai(status = 200)]
+    Ok(Json<SecretMessage>),
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::Secret")]
+impl SecretApi {
+    /// The configured secret message; needs the API key.
+    #[oai(path = "/secret", method = "get")]
+    async fn get_secret(&self, auth: ApiKeyAuth) -> Result<GetSecretResponse, Problem> {
+        self.auth.verify(&auth)?;
+        Ok(GetSecretResponse::Ok(Json(SecretMessage {
+            message: self.message.expose().to_owned(),
+        })))
+    }
+}

@@ -1,0 +1,202 @@
+//! The items service's settings, all from the environment (see README's table). Every bad value
+//! stops the process at start with one line naming the setting.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::FixedOffset;
+use platform::config::{ConfigError, Env, Secret, ServerConfig};
+use reqwest::Url;
+
+pub const DEFAULT_BIND_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/items.db";
+pub const DEFAULT_TIMEZONES_URL: &str = "http://127.0.0.1:8081";
+/// Shorter keys are refused: a guessable write key is worse than none.
+pub const API_KEY_MIN_LEN: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerConfig,
+    /// May hold a password, hence a `Secret`.
+    pub database_url: Secret,
+    pub database_max_connections: u32,
+    pub timezones_url: Url,
+    pub timezones_timeout: Duration,
+    pub greeting: String,
+    pub timezone_offset: FixedOffset,
+    pub api_key: Secret,
+    pub secret_message: Secret,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let database_url = env
+            .optional_secret("DATABASE_URL")?
+            .unwrap_or_else(|| Secret::new(DEFAULT_DATABASE_URL));
+        let scheme_ok = ["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|s| database_url.expose().starts_with(s));
+        if !scheme_ok {
+            // The value itself may carry a password: name the setting, not the value.
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "must start with sqlite:, postgres: or postgresql:",
+            ));
+        }
+        let api_key = env.secret("DUMMY_API_KEY")?;
+        if api_key.expose().chars().count() < API_KEY_MIN_LEN {
+            return Err(ConfigError::new(
+                "DUMMY_API_KEY",
+                format!("must be at least {API_KEY_MIN_LEN} characters"),
+            ));
+        }
+        Ok(Self {
+            server: ServerConfig::from_env(env, DEFAULT_BIND_ADDR)?,
+            database_url,
+            database_max_connections: positive(env, "DATABASE_MAX_CONNECTIONS", 8)?,
+            timezones_url: parse_timezones_url(env)?,
+            timezones_timeout: env
+                .millis_or("TIMEZONES_TIMEOUT_MS", Duration::from_millis(1000))?,
+            greeting: env.string_or("GREETING", "Hello from meridian"),
+            timezone_offset: parse_offset(env.get("TIMEZONE_OFFSET").unwrap_or("+00:00"))
+                .map_err(|reason| ConfigError::new("TIMEZONE_OFFSET", reason))?,
+            api_key,
+            secret_message: env.secret("SECRET_MESSAGE")?,
+        })
+    }
+}
+
+fn positive(env: &Env, name: &str, default: u32) -> Result<u32, ConfigError> {
+    match env.parse_or(name, default)? {
+        0 => Err(ConfigError::new(name, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+fn parse_timezones_url(env: &Env) -> Result<Url, ConfigError> {
+    let raw = env.get("TIMEZONES_URL").unwrap_or(DEFAULT_TIMEZONES_URL);
+    let mut url = Url::parse(raw)
+        .map_err(|e| ConfigError::new("TIMEZONES_URL", format!("{raw:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(
+            "TIMEZONES_URL",
+            "must be an http:// or https:// URL",
+        ));
+    }
+    // A trailing slash makes `join("v1/convert")` append rather than replace the last segment.
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    Ok(url)
+}
+
+/// `+HH:MM` or `-HH:MM` (also `Z`), within ±23:59.
+pub fn parse_offset(raw: &str) -> Result<FixedOffset, String> {
+    let invalid = || format!("{raw:?} is not an offset like +05:30 or -08:00");
+    if raw == "Z" {
+        return Ok(FixedOffset::east_opt(0).expect("zero offset is valid"));
+    }
+    let (sign, rest) = match raw.as_bytes().first() {
+        Some(b'+') => (1, &raw[1..]),
+        Some(b'-') => (-1, &raw[1..]),
+        _ => return Err(invalid()),
+    };
+    let (hours, minutes) = rest.split_once(':').ok_or_else(invalid)?;
+    if hours.len() != 2 || minutes.len() != 2 {
+        return Err(invalid());
+    }
+    let hours: i32 = hours.parse().map_err(|_| invalid())?;
+    let minutes: i32 = minutes.parse().map_err(|_| invalid())?;
+    if hours > 23 || minutes > 59 {
+        return Err(invalid());
+    }
+    FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60)).ok_or_else(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("DUMMY_API_KEY", "0123456789abcdef"),
+            ("SECRET_MESSAGE", "the eagle has landed"),
+        ]
+    }
+
+    fn settings(extra: &[(&'static str, &'static str)]) -> Result<Settings, ConfigError> {
+        let mut pairs = base();
+        pairs.extend_from_slice(extra);
+        Settings::from_env(&Env::from_pairs(pairs))
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.server.bind_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.database_url.expose(), "sqlite://data/items.db");
+        assert_eq!(s.timezones_url.as_str(), "http://127.0.0.1:8081/");
+        assert_eq!(s.timezone_offset.local_minus_utc(), 0);
+    }
+
+    #[test]
+    fn offsets_parse_strictly() {
+        assert_eq!(parse_offset("+05:30").unwrap().local_minus_utc(), 19800);
+        assert_eq!(parse_offset("-08:00").unwrap().local_minus_utc(), -28800);
+        for bad in ["05:30", "+5:30", "+24:00", "+05:60", "UTC", "", "+05"] {
+            assert!(parse_offset(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            settings(&[("TIMEZONE_OFFSET", "nope")])
+                .unwrap_err()
+                .setting,
+            "TIMEZONE_OFFSET"
+        );
+    }
+
+    #[test]
+    fn required_secrets_are_named_when_missing() {
+        let err = Settings::from_env(&Env::from_pairs([("SECRET_MESSAGE", "x")])).unwrap_err();
+        assert_eq!(err.setting, "DUMMY_API_KEY");
+        let err = Settings::from_env(&Env::from_pairs([("DUMMY_API_KEY", "0123456789abcdef")]))
+            .unwrap_err();
+        assert_eq!(err.setting, "SECRET_MESSAGE");
+    }
+
+    #[test]
+    fn short_api_keys_are_refused_without_echoing_them() {
+        let err = settings(&[("DUMMY_API_KEY", "short-key")]).unwrap_err();
+        assert_eq!(err.setting, "DUMMY_API_KEY");
+        assert!(!err.to_string().contains("short-key"));
+    }
+
+    #[test]
+    fn bad_database_url_is_named_without_its_value() {
+        let err = settings(&[("DATABASE_URL", "mysql://root:pw@db/items")]).unwrap_err();
+        assert_eq!(err.setting, "DATABASE_URL");
+        assert!(!err.to_string().contains("pw"));
+    }
+
+    #[test]
+    fn bad_timezones_url_is_named() {
+        assert_eq!(
+            settings(&[("TIMEZONES_URL", "not a url")])
+                .unwrap_err()
+                .setting,
+            "TIMEZONES_URL"
+        );
+        assert_eq!(
+            settings(&[("TIMEZONES_URL", "ftp://x")])
+                .unwrap_err()
+                .setting,
+            "TIMEZONES_URL"
+        );
+        assert_eq!(
+            settings(&[("DATABASE_MAX_CONNECTIONS", "0")])
+                .unwrap_err()
+                .setting,
+            "DATABASE_MAX_CONNECTIONS"
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! The items service's one error type, and how each case reads as problem+json.
+
+use platform::Problem;
+use platform::problem::FieldError;
+use poem::http::StatusCode;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request is not valid")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the X-API-Key header does not match this service's key")]
+    WrongApiKey,
+    #[error("no item with id {0}")]
+    ItemNotFound(String),
+    #[error("unknown time zone {0:?}")]
+    UnknownZone(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        Self::Validation(vec![e])
+    }
+}
+
+impl From<ApiError> for Problem {
+    fn from(err: ApiError) -> Self {
+        let detail = err.to_string();
+        match err {
+            ApiError::Validation(errors) => Problem::validation(errors),
+            ApiError::BadRequest(_) => Problem::new(StatusCode::BAD_REQUEST, detail),
+            ApiError::WrongApiKey => Problem::new(StatusCode::FORBIDDEN, detail),
+            ApiError::ItemNotFound(_) | ApiError::Store(StoreError::NotFound) => {
+                Problem::new(StatusCode::NOT_FOUND, detail)
+            }
+            ApiError::UnknownZone(zone) => Problem::typed(
+                StatusCode::BAD_REQUEST,
+                "unknown-zone",
+                "Unknown time zone",
+                format!(
+                    "{detail}; GET /v1/timezones on the timezones service lists the known ones"
+                ),
+            )
+            .with_extensions(serde_json::json!({ "zone": zone })),
+            ApiError::Store(StoreError::PreconditionFailed) => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "If-Match does not match the item's current ETag; GET it again and retry",
+            ),
+            ApiError::Store(StoreError::Conflict) => Problem::new(
+                StatusCode::CONFLICT,
+                "the item was changed by other requests while this one was written; retry",
+            ),
+            ApiError::Store(e @ (StoreError::Database(_) | StoreError::Corrupt(_))) => {
+                tracing::error!(error = %e, "storage failed");
+                Problem::internal()
+            }
+        }
+    }
+}

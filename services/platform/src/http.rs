@@ -1,0 +1,133 @@
+//! The middleware every request passes through, outermost first:
+//! request id + access log → panic guard → errors as problem+json → body size limit → routes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use poem::http::{HeaderValue, StatusCode};
+use poem::middleware::CatchPanic;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response};
+use tracing::Instrument;
+
+use crate::problem::Problem;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The id of the request being served, available to handlers as `Data<&RequestId>`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Wraps a service's routes in the standard layers.
+pub fn standard_layers<E>(routes: E, max_body_bytes: usize) -> impl Endpoint<Output = Response>
+where
+    E: Endpoint + 'static,
+{
+    routes
+        .map_to_response()
+        .around(move |ep, req| limit_body(ep, req, max_body_bytes))
+        .around(errors_as_problems)
+        .with(CatchPanic::new().with_handler(|_| Problem::internal().into_response()))
+        .around(request_id_and_log)
+}
+
+/// Honours a sane incoming `X-Request-ID` (so a caller's id follows the request across services)
+/// or makes one; echoes it; logs one line per request.
+async fn request_id_and_log<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| is_acceptable_request_id(id))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let mut response = async move {
+        match ep.call(req).await {
+            Ok(response) => response.into_response(),
+            Err(err) => Problem::from_poem_error(err).into_response(),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let status = response.status().as_u16();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        tracing::info!(%method, %path, status, duration_ms, "request completed");
+    });
+    Ok(response)
+}
+
+fn is_acceptable_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Every error that leaves the routes becomes an RFC 9457 response.
+async fn errors_as_problems<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
+    Ok(match ep.call(req).await {
+        Ok(response) => response.into_response(),
+        Err(err) => Problem::from_poem_error(err).into_response(),
+    })
+}
+
+/// Rejects bodies over the limit with 413 before a handler sees them. A declared
+/// `Content-Length` is checked up front; a chunked body is read up to the limit.
+async fn limit_body<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    max_body_bytes: usize,
+) -> poem::Result<E::Output> {
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the limit of {max_body_bytes} bytes"),
+        )
+    };
+    match declared {
+        Some(length) if length > max_body_bytes as u64 => return Err(too_large().into()),
+        Some(_) => {}
+        None => {
+            let has_body = req
+                .headers()
+                .contains_key(poem::http::header::TRANSFER_ENCODING);
+            if has_body {
+                let bytes = req
+                    .take_body()
+                    .into_bytes_limit(max_body_bytes)
+                    .await
+                    .map_err(|_| too_large())?;
+                req.set_body(bytes);
+            }
+        }
+    }
+    ep.call(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_bounded_and_plain() {
+        assert!(is_acceptable_request_id("abc-123_x.y:z"));
+        assert!(!is_acceptable_request_id(""));
+        assert!(!is_acceptable_request_id(&"a".repeat(129)));
+        assert!(!is_acceptable_request_id("evil\nlog line"));
+    }
+}

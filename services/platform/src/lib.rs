@@ -1,0 +1,13 @@
+//! What both meridian services need, and nothing else: configuration from the environment,
+//! telemetry set-up, HTTP middleware, RFC 9457 problem responses and process lifecycle.
+//!
+//! This crate knows neither service; each service composes these parts in its own `startup`.
+
+pub mod config;
+pub mod http;
+pub mod lifecycle;
+pub mod problem;
+pub mod telemetry;
+
+pub use config::{ConfigError, Env, Secret};
+pub use problem::Problem;

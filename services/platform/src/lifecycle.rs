@@ -1,0 +1,179 @@
+//! Health and shutdown: liveness says the process runs, readiness says it should get traffic,
+//! and a shutdown signal flips readiness before the server stops accepting work.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::{Endpoint, Server};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+
+use crate::problem::Problem;
+
+/// Shared readiness: false from the moment shutdown begins.
+#[derive(Debug, Clone)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub fn set_not_ready(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Body of `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Object)]
+pub struct HealthStatus {
+    /// `ok`, or why the service is not ready.
+    pub status: String,
+}
+
+impl HealthStatus {
+    pub fn ok() -> Self {
+        Self {
+            status: "ok".into(),
+        }
+    }
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutting down"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "shutting down"),
+    }
+}
+
+/// A check that decides readiness beyond "not shutting down", e.g. "the database answers".
+pub trait ReadinessCheck: Send + Sync + 'static {
+    /// `Err` carries a reason safe to show to callers (no secrets, no connection strings).
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+}
+
+#[derive(Tags)]
+enum HealthTags {
+    /// Liveness and readiness probes.
+    Health,
+}
+
+/// `/healthz` and `/readyz`, shared by both services.
+pub struct HealthApi {
+    readiness: Readiness,
+    check: Option<Arc<dyn ReadinessCheck>>,
+}
+
+impl HealthApi {
+    pub fn new(readiness: Readiness, check: Option<Arc<dyn ReadinessCheck>>) -> Self {
+        Self { readiness, check }
+    }
+}
+
+#[derive(ApiResponse)]
+enum HealthResponse {
+    /// The process is up (liveness) or ready for traffic (readiness).
+    #[oai(status = 200)]
+    Ok(Json<HealthStatus>),
+}
+
+#[OpenApi(tag = "HealthTags::Health")]
+impl HealthApi {
+    /// Liveness: the process runs and serves HTTP. Restart it if this fails.
+    #[oai(path = "/healthz", method = "get")]
+    async fn healthz(&self) -> HealthResponse {
+        HealthResponse::Ok(Json(HealthStatus::ok()))
+    }
+
+    /// Readiness: send traffic here. 503 while shutting down or while a dependency is down.
+    #[oai(path = "/readyz", method = "get")]
+    async fn readyz(&self) -> Result<HealthResponse, Problem> {
+        let not_ready =
+            |reason: String| Problem::new(poem::http::StatusCode::SERVICE_UNAVAILABLE, reason);
+        if !self.readiness.is_ready() {
+            return Err(not_ready("shutting down".into()));
+        }
+        if let Some(check) = &self.check {
+            check.check().await.map_err(not_ready)?;
+        }
+        Ok(HealthResponse::Ok(Json(HealthStatus::ok())))
+    }
+}
+
+/// A bound listening socket, so callers (tests) can learn the port before serving.
+pub struct BoundServer {
+    acceptor: TcpAcceptor,
+    local_addr: SocketAddr,
+}
+
+impl BoundServer {
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+        let local_addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or_else(|| std::io::Error::other("listener has no socket address"))?;
+        Ok(Self {
+            acceptor,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `stop` resolves; then readiness turns false, new connections are refused,
+    /// and in-flight requests get up to `grace` to finish.
+    pub async fn serve<E: Endpoint + 'static>(
+        self,
+        app: E,
+        readiness: Readiness,
+        grace: Duration,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        tracing::info!(addr = %self.local_addr, "listening");
+        let stopping = async move {
+            stop.await;
+            readiness.set_not_ready();
+        };
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, stopping, Some(grace))
+            .await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use platform::Problem;
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+
+use super::{ApiTags, ZoneTimeBody, parse_zone};
+use crate::error::ApiError;
+use crate::zones::{self, ZoneTime};
+
+/// Most instants one request may convert (items asks for two per item on a page of ≤ 100).
+const MAX_INSTANTS: usize = 250;
+
+pub struct ConvertApi;
+
+/// How to choose between the two instants of a local time that occurs twice (DST ending).
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+enum Disambiguation {
+    /// Answer 422 naming both candidates (default).
+    Reject,
+    /// Take the first occurrence.
+    Earlier,
+    /// Take the second occurrence.
+    Later,
+}
+
+impl From<Disambiguation> for zones::Disambiguation {
+    fn from(d: Disambiguation) -> Self {
+        match d {
+            Disambiguation::Reject => Self::Reject,
+            Disambiguation::Earlier => Self::Earlier,
+            Disambiguation::Later => Self::Later,
+        }
+    }
+}
+
+/// One converted instant.
+#[derive(Debug, Object)]
+struct Conversion {
+    /// The instant, in UTC.
+    instant: DateTime<Utc>,
+    /// The source zone's view, when `from` was given.
+    #[oai(skip_serializing_if_is_none)]
+    from: Option<ZoneTimeBody>,
+    /// The target zone's view.
+    to: ZoneTimeBody,
+}
+
+#[derive(Debug, Object)]
+struct ConvertResult {
+    /// One entry per `at`, in order, or one for `local`.
+    conversions: Vec<Conversion>,
+}
+
+#[derive(ApiResponse)]
+enum ConvertResponse {
+    /// The conversions.
+    #[oai(status = 200)]
+    Ok(Json<ConvertResult>),
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "ApiTags::Conversion")]
+impl ConvertApi {
+    /// Convert instants, or a local time, into another zone.
+    ///
+    /// Give either one or more `at` instants, or a `local` wall-clock time together with the
+    /// `from` zone it is read in. A local time that the clocks skip (DST starting) is a 422;
+    /// one they show twice (DST ending) is a 422 listing both instants unless
+    /// `disambiguation` picks one.
+    #[oai(path = "/convert", method = "get")]
+    async fn convert(
+        &self,
+        /// Target IANA zone.
+        to: Query<String>,
+        /// Source IANA zone; required with `local`.
+        from: Query<Option<String>>,
+        /// RFC 3339 instants (repeat the parameter for several; at most 250).
+        at: Query<Vec<DateTime<FixedOffset>>>,
+        /// A local date-time without offset, e.g. `2026-03-08T02:30:00`, read in `from`.
+        local: Query<Option<NaiveDateTime>>,
+        /// For a `local` time that occurs twice.
+        #[oai(default = "default_disambiguation")]
+        disambiguation: Query<Disambiguation>,
+    ) -> Result<ConvertResponse, Problem> {
+        let to = parse_zone(&to.0)?;
+        let from = from.0.as_deref().map(parse_zone).transpose()?;
+        let instants: Vec<DateTime<Utc>> = match (at.0.as_slice(), local.0) {
+            ([], None) => return Err(invalid("give `at` (one or more instants) or `local`")),
+            ([_, ..], Some(_)) => return Err(invalid("give either `at` or `local`, not both")),
+            (at, None) if at.len() > MAX_INSTANTS => {
+                return Err(invalid(&format!(
+                    "at most {MAX_INSTANTS} `at` values per request"
+                )));
+            }
+            (at, None) => at.iter().map(|t| t.with_timezone(&Utc)).collect(),
+            ([], Some(local)) => {
+                let from =
+                    from.ok_or_else(|| invalid("`local` needs `from`, the zone it is read in"))?;
+                vec![
+                    zones::resolve_local(from, local, disambiguation.0.into())
+                        .map_err(ApiError::from)?,
+                ]
+            }
+        };
+        let conversions = instants
+            .into_iter()
+            .map(|instant| Conversion {
+                instant,
+                from: from.map(|zone| ZoneTime::at(zone, instant).into()),
+                to: ZoneTime::at(to, instant).into(),
+            })
+            .collect();
+        Ok(ConvertResponse::Ok(Json(ConvertResult { conversions })))
+    }
+}
+
+fn invalid(message: &str) -> Problem {
+    ApiError::InvalidQuery(message.to_owned()).into()
+}
+
+fn default_disambiguation() -> Disambiguation {
+    Disambiguation::Reject
+}

@@ -1,0 +1,80 @@
+//! Builds the timezones app from its settings and runs it until a shutdown signal.
+
+use std::net::SocketAddr;
+
+use platform::lifecycle::{BoundServer, HealthApi, Readiness};
+use poem::{Endpoint, EndpointExt, Request, Route};
+use poem_openapi::OpenApiService;
+
+use crate::api::{ConvertApi, ZonesApi};
+use crate::configuration::Settings;
+
+pub struct Application {
+    server: BoundServer,
+    settings: Settings,
+    readiness: Readiness,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> std::io::Result<Self> {
+        let server = BoundServer::bind(settings.server.bind_addr).await?;
+        Ok(Self {
+            server,
+            settings,
+            readiness: Readiness::default(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(platform::lifecycle::shutdown_signal()).await
+    }
+
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = routes(&self.settings, self.readiness.clone());
+        let grace = self.settings.server.shutdown_grace;
+        self.server.serve(app, self.readiness, grace, stop).await
+    }
+}
+
+fn routes(settings: &Settings, readiness: Readiness) -> impl Endpoint + 'static {
+    let api = OpenApiService::new(
+        (ZonesApi, ConvertApi, HealthApi::new(readiness, None)),
+        "meridian timezones",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("IANA time zones: list, look up, and convert instants and local times.");
+    let routes = Route::new()
+        .at("/openapi.json", api.spec_endpoint())
+        .nest("/docs", api.swagger_ui())
+        .nest("/", api)
+        .before(|req| async move { Ok(encode_zone_slashes(req)) });
+    platform::http::standard_layers(routes, settings.server.max_body_bytes)
+}
+
+/// IANA names contain `/` (`America/New_York`) and the contract takes them in the path as they
+/// are. The router matches one segment per parameter, so the rest of the path after
+/// `/v1/timezones/` is percent-encoded into one segment here, before routing; the parameter
+/// arrives decoded. Clients that already send `America%2FNew_York` are unaffected.
+fn encode_zone_slashes(mut req: Request) -> Request {
+    const PREFIX: &str = "/v1/timezones/";
+    let path = req.uri().path();
+    let Some(zone) = path.strip_prefix(PREFIX).filter(|z| z.contains('/')) else {
+        return req;
+    };
+    let mut rewritten = format!("{PREFIX}{}", zone.replace('/', "%2F"));
+    if let Some(query) = req.uri().query() {
+        rewritten.push('?');
+        rewritten.push_str(query);
+    }
+    if let Ok(uri) = rewritten.parse() {
+        *req.uri_mut() = uri;
+    }
+    req
+}
