@@ -55,7 +55,9 @@ impl From<ApiError> for Problem {
                 StatusCode::CONFLICT,
                 "the item was changed by other requests while this one was written; retry",
             ),
-            ApiError::Store(e @ (StoreError::Database(_) | StoreError::Corrupt(_))) => {
+            ApiError::Store(
+                e @ (StoreError::Database(_) | StoreError::Corrupt(_) | StoreError::Setup(_)),
+            ) => {
                 tracing::error!(error = %e, "storage failed");
                 Problem::internal()
             }

@@ -44,6 +44,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// A page query: `after` is the last id of the previous page.
@@ -68,7 +70,7 @@ impl Store {
     pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(database_url).ok_or_else(|| {
-            StoreError::Corrupt("DATABASE_URL must start with sqlite: or postgres:".into())
+            StoreError::Setup("the URL must start with sqlite: or postgres:".into())
         })?;
         let url = match backend {
             Backend::Sqlite => prepare_sqlite_url(database_url)?,
@@ -266,15 +268,13 @@ fn backend_of(url: &str) -> Option<Backend> {
 fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:" && !path.is_empty() {
-        if let Some(dir) = Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Corrupt(format!("cannot create directory {}: {e}", dir.display()))
-            })?;
-        }
+    let directory = Path::new(path)
+        .parent()
+        .filter(|d| path != ":memory:" && !d.as_os_str().is_empty());
+    if let Some(dir) = directory {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Setup(format!("cannot create directory {}: {e}", dir.display()))
+        })?;
     }
     Ok(if query.split('&').any(|kv| kv.starts_with("mode=")) {
         url.to_owned()

@@ -9,6 +9,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::auth::{ApiKeyAuth, ApiKeyVerifier};
+use super::strict_string::StrictString;
 use super::{ApiTags, parse_zone};
 use crate::domain::{Description, ItemFields, ItemName, ItemPatch, Precondition, Tag, Tags, etag};
 use crate::error::ApiError;
@@ -32,17 +33,22 @@ impl ItemsApi {
 #[oai(deny_unknown_fields)]
 struct ItemInput {
     /// 1–100 characters; surrounding spaces are trimmed.
-    name: String,
+    name: StrictString,
     /// Up to 2000 characters.
-    description: Option<String>,
+    description: Option<StrictString>,
     /// Up to 10 tags of 1–32 characters: a-z, 0-9 and `-` (upper case is lowered).
     #[oai(default)]
-    tags: Vec<String>,
+    tags: Vec<StrictString>,
+}
+
+fn strings(values: &[StrictString]) -> Vec<String> {
+    values.iter().map(|v| v.0.clone()).collect()
 }
 
 impl ItemInput {
     fn parse(&self) -> Result<ItemFields, ApiError> {
-        ItemFields::parse(&self.name, self.description.as_deref(), &self.tags)
+        let description = self.description.as_ref().map(|d| d.0.as_str());
+        ItemFields::parse(&self.name.0, description, &strings(&self.tags))
             .map_err(ApiError::Validation)
     }
 }
@@ -51,9 +57,9 @@ impl ItemInput {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 struct ItemPatchInput {
-    name: Option<String>,
-    description: MaybeUndefined<String>,
-    tags: Option<Vec<String>>,
+    name: Option<StrictString>,
+    description: MaybeUndefined<StrictString>,
+    tags: Option<Vec<StrictString>>,
 }
 
 impl ItemPatchInput {
@@ -61,8 +67,8 @@ impl ItemPatchInput {
         let mut errors = Vec::new();
         let name = self
             .name
-            .as_deref()
-            .map(ItemName::parse)
+            .as_ref()
+            .map(|n| ItemName::parse(&n.0))
             .transpose()
             .map_err(|e| errors.push(e))
             .ok()
@@ -70,7 +76,7 @@ impl ItemPatchInput {
         let description = match &self.description {
             MaybeUndefined::Undefined => None,
             MaybeUndefined::Null => Some(None),
-            MaybeUndefined::Value(d) => Description::parse(d)
+            MaybeUndefined::Value(d) => Description::parse(&d.0)
                 .map(|d| Some(Some(d)))
                 .map_err(|e| errors.push(e))
                 .ok()
@@ -79,7 +85,7 @@ impl ItemPatchInput {
         let tags = self
             .tags
             .as_deref()
-            .map(Tags::parse)
+            .map(|t| Tags::parse(&strings(t)))
             .transpose()
             .map_err(|e| errors.extend(e))
             .ok()

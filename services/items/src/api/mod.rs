@@ -5,6 +5,7 @@ mod auth;
 mod greeting;
 mod items;
 mod secret;
+mod strict_string;
 
 pub use auth::ApiKeyVerifier;
 pub use greeting::GreetingApi;

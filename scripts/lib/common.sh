@@ -1,0 +1,68 @@
+# Helpers shared by the scripts in scripts/. Sourced, not run.
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@"
+}
+
+postgres_bin_dir() {
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+ensure_postgresql() {
+  if [ -z "$(postgres_bin_dir)" ] || [ ! -x "$(postgres_bin_dir)/postgres" ]; then
+    apt_install postgresql
+  fi
+  echo "PostgreSQL: $("$(postgres_bin_dir)/postgres" --version)"
+}
+
+ensure_rust_components() {
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
+  fi
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Starts PostgreSQL in a temporary directory, trusting local connections, and stops and removes
+# it when the calling script exits. Sets TEST_POSTGRES_URL.
+start_test_postgres() {
+  local bin dir port run_as=()
+  bin=$(postgres_bin_dir)
+  dir=$(mktemp -d /tmp/meridian-pg.XXXXXX)
+  port=$(free_port)
+  if [ "$(id -u)" -eq 0 ]; then
+    # PostgreSQL refuses to run as root.
+    chown postgres: "$dir"
+    run_as=(runuser -u postgres --)
+  fi
+  "${run_as[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 \
+    || { cat "$dir/initdb.log"; return 1; }
+  "${run_as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=300" start >/dev/null \
+    || { cat "$dir/server.log"; return 1; }
+  TEST_POSTGRES_DIR=$dir
+  TEST_POSTGRES_STOP=("${run_as[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop)
+  trap stop_test_postgres EXIT
+  TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  echo "PostgreSQL listening on 127.0.0.1:$port (data in $dir, removed at exit)"
+}
+
+stop_test_postgres() {
+  "${TEST_POSTGRES_STOP[@]}" >/dev/null 2>&1 || true
+  rm -rf "$TEST_POSTGRES_DIR"
+}

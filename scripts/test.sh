@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine too: installs what it needs, checks formatting and
+# lints, builds once, starts a throwaway PostgreSQL on 127.0.0.1, and runs every test against
+# real processes. Usage: ./scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/common.sh
+
+step "Installing what the tests need"
+ensure_postgresql
+ensure_rust_components
+
+step "Formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Building (debug, shared target/)"
+cargo build --workspace --bins --tests --locked
+
+step "Starting a throwaway PostgreSQL on 127.0.0.1"
+start_test_postgres
+export MERIDIAN_TEST_POSTGRES_URL="$TEST_POSTGRES_URL"
+
+step "Tests"
+cargo test --workspace --locked
+
+step "The README's run command, end to end"
+scripts/smoke-run.sh

@@ -1,0 +1,383 @@
+//! `spawn_app` for the items tests: a real timezones process (the binary, as in production; the
+//! services never import each other), the items app in-process, and a fresh database per test.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use items::configuration::Settings;
+use items::startup::Application;
+use platform::Env;
+use serde_json::Value;
+use sqlx::Connection;
+
+pub const API_KEY: &str = "test-api-key-0123456789";
+pub const SECRET_MESSAGE: &str = "the-test-secret-message";
+pub const GREETING: &str = "Hello from the tests";
+pub const FALLBACK_OFFSET: &str = "+05:30";
+/// Where `scripts/test.sh` starts a throwaway PostgreSQL; tests create one database each.
+pub const POSTGRES_URL_VAR: &str = "MERIDIAN_TEST_POSTGRES_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn name(db: Db)` once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name($crate::helpers::Db::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name($crate::helpers::Db::Postgres).await })*
+        }
+    };
+}
+
+/// A service binary started with piped stdout: its JSON log lines are collected as they come,
+/// and its address is read from its "listening" line.
+pub struct LoggedProcess {
+    pub child: Child,
+    pub address: String,
+    log: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoggedProcess {
+    pub fn start(command: &mut Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let lines = Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                if event["message"] == "listening" {
+                    let _ = addr_tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the service logs its address within 20 s");
+        Self {
+            child,
+            address: format!("http://{addr}"),
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// Every line logged so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its exit code, then every line it
+    /// logged. Kills it if it does not exit in time.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> (Option<i32>, Vec<String>) {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut code = None;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                code = status.code();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if code.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (code, self.lines())
+    }
+}
+
+impl Drop for LoggedProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The timezones binary, running on a free port; killed on drop. Its log lines are kept so
+/// tests can count the calls items makes.
+pub struct TimezonesProcess {
+    process: LoggedProcess,
+    pub url: String,
+}
+
+impl TimezonesProcess {
+    pub fn start() -> Self {
+        let process = LoggedProcess::start(
+            Command::new(sibling_binary("timezones"))
+                .env_clear()
+                .env("BIND_ADDR", "127.0.0.1:0")
+                .env("LOG_FORMAT", "json"),
+        );
+        let url = process.address.clone();
+        Self { process, url }
+    }
+}
+
+impl TimezonesProcess {
+    /// How many requests for `path` timezones has logged.
+    pub async fn requests_to(&self, path: &str) -> usize {
+        self.count_logged(|e| e["path"] == path).await
+    }
+
+    /// How many requests carrying this `X-Request-ID` timezones has logged.
+    pub async fn requests_with_id(&self, request_id: &str) -> usize {
+        self.count_logged(|e| e["span"]["request_id"] == request_id)
+            .await
+    }
+
+    /// Counts logged requests after every earlier line has been read: a marker request is
+    /// sent and awaited in the log, since timezones logs in order.
+    async fn count_logged(&self, matches: impl Fn(&Value) -> bool) -> usize {
+        let marker = format!("log-marker-{}", uuid::Uuid::now_v7());
+        reqwest::Client::new()
+            .get(format!("{}/healthz", self.url))
+            .header("x-request-id", &marker)
+            .send()
+            .await
+            .expect("timezones answers");
+        let completed = |e: &Value| e["message"] == "request completed";
+        for _ in 0..500 {
+            let events: Vec<Value> = self
+                .process
+                .lines()
+                .iter()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .filter(completed)
+                .collect();
+            if events
+                .iter()
+                .any(|e| e["span"]["request_id"] == marker.as_str())
+            {
+                return events.iter().filter(|e| matches(e)).count();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timezones did not log the marker request within 5 s");
+    }
+}
+
+/// A binary of this workspace, next to the test executable's `deps/` directory. The test
+/// command builds all binaries first; `cargo test -p items` alone needs
+/// `cargo build -p timezones` before it.
+pub fn sibling_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} does not exist: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub url: String,
+    sqlite_dir: Option<PathBuf>,
+}
+
+impl TestDb {
+    pub async fn create(db: Db) -> Self {
+        let name = format!("meridian_test_{}", uuid::Uuid::now_v7().simple());
+        match db {
+            Db::Sqlite => {
+                let dir = std::env::temp_dir().join(&name);
+                Self {
+                    url: format!("sqlite://{}/items.db", dir.display()),
+                    sqlite_dir: Some(dir),
+                }
+            }
+            Db::Postgres => {
+                let admin_url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+                    panic!(
+                        "{POSTGRES_URL_VAR} is not set: run scripts/test.sh, which starts \
+                         PostgreSQL, or point it at a server where you may create databases"
+                    )
+                });
+                sqlx::any::install_default_drivers();
+                let mut admin = sqlx::AnyConnection::connect(&admin_url)
+                    .await
+                    .expect("connect to the test PostgreSQL");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create a test database");
+                let base = admin_url.rsplit_once('/').expect("URL has a database").0;
+                Self {
+                    url: format!("{base}/{name}"),
+                    sqlite_dir: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.sqlite_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub timezones: Option<TimezonesProcess>,
+    pub db: TestDb,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Options beyond the defaults.
+pub struct Options {
+    pub db: Db,
+    /// Whether a timezones process runs; without one, items points at a closed port.
+    pub timezones_up: bool,
+}
+
+pub async fn spawn_app(db: Db) -> TestApp {
+    spawn_app_with(Options {
+        db,
+        timezones_up: true,
+    })
+    .await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let timezones = options.timezones_up.then(TimezonesProcess::start);
+    let timezones_url = timezones
+        .as_ref()
+        .map_or_else(|| format!("http://{}", closed_port()), |t| t.url.clone());
+    let db = TestDb::create(options.db).await;
+    let settings = Settings::from_env(&Env::from_pairs([
+        ("BIND_ADDR", "127.0.0.1:0"),
+        ("DATABASE_URL", db.url.as_str()),
+        ("TIMEZONES_URL", timezones_url.as_str()),
+        ("TIMEZONES_TIMEOUT_MS", "2000"),
+        ("DUMMY_API_KEY", API_KEY),
+        ("SECRET_MESSAGE", SECRET_MESSAGE),
+        ("GREETING", GREETING),
+        ("TIMEZONE_OFFSET", FALLBACK_OFFSET),
+    ]))
+    .expect("test settings are valid");
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until(async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("app runs");
+    });
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        timezones,
+        db,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+/// An address nothing listens on: bound, then released.
+pub fn closed_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request reaches items")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.get(path).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// POST /v1/items with the API key; returns the created item.
+    pub async fn create(&self, body: Value) -> Value {
+        let response = self
+            .client
+            .post(self.url("/v1/items"))
+            .header("x-api-key", API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201, "create {body}");
+        response.json().await.unwrap()
+    }
+
+    /// A write with the API key.
+    pub fn write(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("x-api-key", API_KEY)
+    }
+
+    /// Stops the app, waits until it has shut down, and hands back its database.
+    pub async fn stop(mut self) -> TestDb {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("app stops cleanly");
+        }
+        self.db
+    }
+}
+
+/// Asserts an RFC 9457 problem with this status, and returns it.
+pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "{:?}",
+        response.url().path()
+    );
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string() && body["type"].is_string());
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    body
+}

@@ -1,0 +1,98 @@
+//! What every service offers: health, the OpenAPI document, Swagger UI, request ids and
+//! problem+json for routes that do not exist.
+
+use crate::helpers::{expect_problem, spawn_app};
+
+#[tokio::test]
+async fn health_endpoints_answer() {
+    let app = spawn_app().await;
+    for path in ["/healthz", "/readyz"] {
+        let (status, body) = app.get_json(path).await;
+        assert_eq!((status, &body["status"]), (200, &"ok".into()), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_lists_the_contract() {
+    let app = spawn_app().await;
+    let (status, spec) = app.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
+    for path in [
+        "/v1/timezones",
+        "/v1/timezones/{zone}",
+        "/v1/convert",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            spec["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_without_the_network() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(format!("{}/docs", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("SwaggerUIBundle"),
+        "the UI bundle is embedded"
+    );
+    assert!(
+        !html.contains("unpkg.com") && !html.contains("cdn."),
+        "no CDN fetches"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = spawn_app().await;
+    let missing = app
+        .client
+        .get(format!("{}/v2/nothing", app.address))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(missing, 404).await;
+    let wrong_method = app
+        .client
+        .delete(format!("{}/v1/timezones", app.address))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(wrong_method, 405).await;
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let app = spawn_app().await;
+    let echoed = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "abc-123");
+    let generated = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let id = generated.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid_like(id), "replaced with a fresh id, got {id}");
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
