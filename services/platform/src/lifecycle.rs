@@ -13,7 +13,9 @@ use poem::{Endpoint, Server};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
+use crate::config::ConfigError;
 use crate::problem::Problem;
+use crate::telemetry::LogConfig;
 
 /// Shared readiness: false from the moment shutdown begins.
 #[derive(Debug, Clone)]
@@ -175,5 +177,36 @@ impl BoundServer {
             .await?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The whole of a service's `main`: bad configuration exits 2 with one line naming the setting
+/// (before any logging is set up, so it is never lost in JSON); then logging starts and `run`
+/// builds and serves; a failure after that exits 1.
+pub async fn run_service<S, E, Fut>(
+    name: &str,
+    settings: Result<S, ConfigError>,
+    log_config: impl FnOnce(&S) -> &LogConfig,
+    run: impl FnOnce(S) -> Fut,
+) -> std::process::ExitCode
+where
+    E: std::fmt::Display,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init_logging(log_config(&settings));
+    match run(settings).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "{name} failed");
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
