@@ -22,7 +22,12 @@ start_test_postgres
 export MERIDIAN_TEST_POSTGRES_URL="$TEST_POSTGRES_URL"
 
 step "Tests"
-cargo test --workspace --locked
+results=$(mktemp)
+cargo test --workspace --locked 2>&1 | tee "$results"
 
 step "The README's run command, end to end"
 scripts/smoke-run.sh
+
+# One closing line for the whole suite, summed over every test binary cargo ran.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$results"
+rm -f "$results"

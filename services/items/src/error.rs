@@ -2,7 +2,7 @@
 
 use platform::Problem;
 use platform::problem::FieldError;
-use poem::http::StatusCode;
+use poem::http::{HeaderValue, StatusCode, header};
 
 use crate::store::StoreError;
 
@@ -55,6 +55,14 @@ impl From<ApiError> for Problem {
                 StatusCode::CONFLICT,
                 "the item was changed by other requests while this one was written; retry",
             ),
+            ApiError::Store(StoreError::Database(e)) if is_outage(&e) => {
+                tracing::error!(error = %e, "database unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is unavailable; retry shortly",
+                )
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
             ApiError::Store(
                 e @ (StoreError::Database(_) | StoreError::Corrupt(_) | StoreError::Setup(_)),
             ) => {
@@ -62,5 +70,38 @@ impl From<ApiError> for Problem {
                 Problem::internal()
             }
         }
+    }
+}
+
+/// Errors that mean "the database cannot be reached right now" rather than "this request
+/// failed": the client may retry, and a load balancer should not count them as our bug.
+fn is_outage(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_outages_are_503_with_retry_after() {
+        let problem = Problem::from(ApiError::Store(StoreError::Database(
+            sqlx::Error::PoolTimedOut,
+        )));
+        assert_eq!(problem.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let response = poem::IntoResponse::into_response(problem);
+        assert_eq!(response.headers()["retry-after"], "1");
+    }
+
+    #[test]
+    fn other_storage_failures_are_500_without_details() {
+        let problem = Problem::from(ApiError::Store(StoreError::Corrupt(
+            "row 7 has password=hunter2".into(),
+        )));
+        assert_eq!(problem.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!problem.body().detail.contains("hunter2"));
     }
 }
