@@ -8,6 +8,8 @@ use chrono::FixedOffset;
 use platform::config::{ConfigError, Env, Secret, ServerConfig};
 use reqwest::Url;
 
+use crate::timezones_client::ClientConfig;
+
 pub const DEFAULT_BIND_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/items.db";
@@ -21,12 +23,14 @@ pub struct Settings {
     /// May hold a password, hence a `Secret`.
     pub database_url: Secret,
     pub database_max_connections: u32,
-    pub timezones_url: Url,
-    pub timezones_timeout: Duration,
+    pub timezones: ClientConfig,
     pub greeting: String,
     pub timezone_offset: FixedOffset,
     pub api_key: Secret,
     pub secret_message: Secret,
+    /// Sustained writes per second allowed per API key; bursts up to `write_burst`.
+    pub write_rate_per_second: u32,
+    pub write_burst: u32,
 }
 
 impl Settings {
@@ -55,14 +59,23 @@ impl Settings {
             server: ServerConfig::from_env(env, DEFAULT_BIND_ADDR)?,
             database_url,
             database_max_connections: positive(env, "DATABASE_MAX_CONNECTIONS", 8)?,
-            timezones_url: parse_timezones_url(env)?,
-            timezones_timeout: env
-                .millis_or("TIMEZONES_TIMEOUT_MS", Duration::from_millis(1000))?,
+            timezones: ClientConfig {
+                base_url: parse_timezones_url(env)?,
+                connect_timeout: env
+                    .millis_or("TIMEZONES_CONNECT_TIMEOUT_MS", Duration::from_millis(250))?,
+                request_timeout: env
+                    .millis_or("TIMEZONES_TIMEOUT_MS", Duration::from_millis(1000))?,
+                retries: env.parse_or("TIMEZONES_RETRIES", 2)?,
+                failure_threshold: positive(env, "CIRCUIT_FAILURE_THRESHOLD", 5)?,
+                cooldown: env.millis_or("CIRCUIT_COOLDOWN_MS", Duration::from_secs(2))?,
+            },
             greeting: env.string_or("GREETING", "Hello from meridian"),
             timezone_offset: parse_offset(env.get("TIMEZONE_OFFSET").unwrap_or("+00:00"))
                 .map_err(|reason| ConfigError::new("TIMEZONE_OFFSET", reason))?,
             api_key,
             secret_message: env.secret("SECRET_MESSAGE")?,
+            write_rate_per_second: positive(env, "WRITE_RATE_PER_SECOND", 50)?,
+            write_burst: positive(env, "WRITE_BURST", 100)?,
         })
     }
 }
@@ -136,7 +149,8 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.server.bind_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.database_url.expose(), "sqlite://data/items.db");
-        assert_eq!(s.timezones_url.as_str(), "http://127.0.0.1:8081/");
+        assert_eq!(s.timezones.base_url.as_str(), "http://127.0.0.1:8081/");
+        assert_eq!(s.timezones.retries, 2);
         assert_eq!(s.timezone_offset.local_minus_utc(), 0);
     }
 

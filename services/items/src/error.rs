@@ -12,8 +12,8 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
-    #[error("the X-API-Key header does not match this service's key")]
-    WrongApiKey,
+    #[error("too many writes with this API key; retry after the delay in Retry-After")]
+    RateLimited(std::time::Duration),
     #[error("no item with id {0}")]
     ItemNotFound(String),
     #[error("unknown time zone {0:?}")]
@@ -34,7 +34,17 @@ impl From<ApiError> for Problem {
         match err {
             ApiError::Validation(errors) => Problem::validation(errors),
             ApiError::BadRequest(_) => Problem::new(StatusCode::BAD_REQUEST, detail),
-            ApiError::WrongApiKey => Problem::new(StatusCode::FORBIDDEN, detail),
+            ApiError::RateLimited(wait) => {
+                // Whole seconds, rounded up, and at least one: Retry-After has no fractions.
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                Problem::typed(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    "Too many requests",
+                    detail,
+                )
+                .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
+            }
             ApiError::ItemNotFound(_) | ApiError::Store(StoreError::NotFound) => {
                 Problem::new(StatusCode::NOT_FOUND, detail)
             }

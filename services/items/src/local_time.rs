@@ -1,12 +1,15 @@
 //! Renders instants as local times for a caller: in an IANA zone via the timezones service, or
 //! at the configured `TIMEZONE_OFFSET` when no zone was asked for, or, degraded, when the
-//! timezones service cannot answer.
+//! timezones service cannot answer in time.
 
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 
 use crate::domain::ZoneName;
 use crate::error::ApiError;
 use crate::timezones_client::{TimezonesClient, TimezonesError};
+
+/// The header that marks a degraded answer, with the reason as its value.
+pub const DEGRADED_HEADER: &str = "meridian-degraded";
 
 /// Where rendered local times came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,8 +18,10 @@ pub enum TimeSource {
     Timezones,
     /// `TIMEZONE_OFFSET`, because the caller asked for no zone.
     Offset,
-    /// `TIMEZONE_OFFSET`, because the timezones service was unavailable (degraded).
-    Fallback,
+    /// `TIMEZONE_OFFSET`, because timezones failed or timed out (degraded).
+    FallbackUnavailable,
+    /// `TIMEZONE_OFFSET`, because the circuit to timezones is open (degraded, not even tried).
+    FallbackCircuitOpen,
 }
 
 impl TimeSource {
@@ -24,12 +29,21 @@ impl TimeSource {
         match self {
             Self::Timezones => "timezones",
             Self::Offset => "offset",
-            Self::Fallback => "fallback",
+            Self::FallbackUnavailable | Self::FallbackCircuitOpen => "fallback",
         }
     }
 
     pub fn is_degraded(self) -> bool {
-        self == Self::Fallback
+        self.degraded_reason().is_some()
+    }
+
+    /// The value of the `meridian-degraded` header, when degraded.
+    pub fn degraded_reason(self) -> Option<&'static str> {
+        match self {
+            Self::Timezones | Self::Offset => None,
+            Self::FallbackUnavailable => Some("timezones-unavailable"),
+            Self::FallbackCircuitOpen => Some("timezones-circuit-open"),
+        }
     }
 }
 
@@ -53,26 +67,35 @@ impl LocalClock {
         Self { client, fallback }
     }
 
-    /// One upstream call for all `instants`, whatever their number.
+    /// One upstream call for all `instants`, whatever their number, answered by `deadline`.
     pub async fn render(
         &self,
         zone: Option<&ZoneName>,
         instants: &[DateTime<Utc>],
+        deadline: std::time::Instant,
         request_id: Option<&str>,
     ) -> Result<Rendered, ApiError> {
         let Some(zone) = zone else {
             return Ok(self.at_offset(instants, TimeSource::Offset));
         };
-        match self.client.local_times(zone, instants, request_id).await {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        match self
+            .client
+            .local_times(zone, instants, deadline, request_id)
+            .await
+        {
             Ok(local) => Ok(Rendered {
                 zone: zone.as_str().to_owned(),
                 times: local.into_iter().map(|t| t.local_time).collect(),
                 source: TimeSource::Timezones,
             }),
             Err(TimezonesError::UnknownZone(zone)) => Err(ApiError::UnknownZone(zone)),
-            Err(e @ TimezonesError::Unavailable(_)) => {
+            Err(TimezonesError::CircuitOpen) => {
+                Ok(self.at_offset(instants, TimeSource::FallbackCircuitOpen))
+            }
+            Err(e @ TimezonesError::Unavailable { .. }) => {
                 tracing::warn!(error = %e, zone = zone.as_str(), "falling back to TIMEZONE_OFFSET");
-                Ok(self.at_offset(instants, TimeSource::Fallback))
+                Ok(self.at_offset(instants, TimeSource::FallbackUnavailable))
             }
         }
     }

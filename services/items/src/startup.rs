@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use platform::auth::ApiKeyVerifier;
+use platform::faults::{FaultApi, Faults};
 use platform::lifecycle::{BoundServer, HealthApi, Readiness, ReadinessCheck};
 use poem::{Endpoint, Route};
 use poem_openapi::OpenApiService;
 
-use crate::api::{ApiKeyVerifier, GreetingApi, ItemsApi, SecretApi};
+use crate::api::{GreetingApi, ItemsApi, SecretApi, WriteGuard};
 use crate::configuration::Settings;
 use crate::local_time::LocalClock;
 use crate::store::Store;
@@ -53,8 +55,8 @@ impl Application {
         .await
         .map_err(StartupError::Database)?;
         tracing::info!(backend = ?store.backend(), "database ready");
-        let client = TimezonesClient::new(&settings.timezones_url, settings.timezones_timeout)
-            .map_err(StartupError::HttpClient)?;
+        let client =
+            TimezonesClient::new(settings.timezones.clone()).map_err(StartupError::HttpClient)?;
         let clock = LocalClock::new(client, settings.timezone_offset);
         Ok(Self {
             server,
@@ -83,8 +85,12 @@ impl Application {
             &self.clock,
             self.readiness.clone(),
         );
-        let grace = self.settings.server.shutdown_grace;
-        let result = self.server.serve(app, self.readiness, grace, stop).await;
+        let server = &self.settings.server;
+        let (drain, grace) = (server.drain_delay, server.shutdown_grace);
+        let result = self
+            .server
+            .serve(app, self.readiness, drain, grace, stop)
+            .await;
         self.store.close().await;
         result.map_err(StartupError::Serve)
     }
@@ -109,13 +115,20 @@ fn routes(
     clock: &LocalClock,
     readiness: Readiness,
 ) -> impl Endpoint + 'static {
-    let auth = ApiKeyVerifier::new(settings.api_key.clone());
+    let auth = ApiKeyVerifier::new(Some(settings.api_key.clone()));
+    let writes = WriteGuard::new(
+        auth.clone(),
+        settings.write_rate_per_second,
+        settings.write_burst,
+    );
+    let faults = Faults::new(settings.server.faults.clone());
     let api = OpenApiService::new(
         (
-            ItemsApi::new(store.clone(), clock.clone(), auth.clone()),
+            ItemsApi::new(store.clone(), clock.clone(), writes),
             GreetingApi::new(settings.greeting.clone(), clock.clone()),
-            SecretApi::new(auth, settings.secret_message.clone()),
+            SecretApi::new(auth.clone(), settings.secret_message.clone()),
             HealthApi::new(readiness, Some(Arc::new(DatabaseReachable(store.clone())))),
+            FaultApi::new(faults.clone(), auth),
         ),
         "meridian items",
         env!("CARGO_PKG_VERSION"),
@@ -125,5 +138,5 @@ fn routes(
         .at("/openapi.json", api.spec_endpoint())
         .nest("/docs", api.swagger_ui())
         .nest("/", api);
-    platform::http::standard_layers(routes, settings.server.max_body_bytes)
+    platform::http::standard_layers(routes, &settings.server, faults)
 }

@@ -1,13 +1,37 @@
-//! The items → timezones hop: one shared reqwest client, a per-request timeout, and answers
-//! parsed into just what items needs. Callers decide what to do when it is unavailable.
+//! The items → timezones hop: one shared reqwest client, timeouts bounded by the caller's
+//! deadline (which travels on as `x-request-timeout-ms`), bounded retries with jittered
+//! backoff under a retry budget, and a circuit breaker. Callers decide what to do when it is
+//! unavailable.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
+use failsafe::StateMachine;
+use failsafe::backoff::Constant;
+use failsafe::failure_policy::ConsecutiveFailures;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
+use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::domain::ZoneName;
+
+/// Time kept back from the caller's deadline for answering it with the fallback.
+const FALLBACK_RESERVE: Duration = Duration::from_millis(25);
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub base_url: Url,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Retries after the first attempt; 0 when a mesh (Linkerd) is the retry layer.
+    pub retries: usize,
+    /// Consecutive failed calls that open the circuit.
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before one trial call (half-open).
+    pub cooldown: Duration,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TimezonesError {
@@ -15,8 +39,32 @@ pub enum TimezonesError {
     #[error("unknown time zone {0:?}")]
     UnknownZone(String),
     /// No usable answer: connection refused, timeout, 5xx, or a malformed body.
-    #[error("timezones service unavailable: {0}")]
-    Unavailable(String),
+    #[error("timezones service unavailable: {reason}")]
+    Unavailable { reason: String, retryable: bool },
+    /// Recent calls failed; not calling until the cool-down passes.
+    #[error("timezones circuit is open")]
+    CircuitOpen,
+}
+
+impl TimezonesError {
+    fn unavailable(reason: impl std::fmt::Display, retryable: bool) -> Self {
+        Self::Unavailable {
+            reason: reason.to_string(),
+            retryable,
+        }
+    }
+
+    /// Only failures where the request cannot have done work, or the server says "try
+    /// again": connect errors and 502/503/504. Never timeouts: the work may be under way.
+    fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable {
+                retryable: true,
+                ..
+            }
+        )
+    }
 }
 
 /// An instant as the clocks of a zone show it.
@@ -27,10 +75,17 @@ pub struct LocalTime {
     pub abbreviation: String,
 }
 
+type Breaker = StateMachine<ConsecutiveFailures<Constant>, ()>;
+
 #[derive(Clone)]
 pub struct TimezonesClient {
     http: reqwest::Client,
     convert_url: Url,
+    config: ClientConfig,
+    breaker: Breaker,
+    /// Retries may add at most 20% to the calls made (plus a floor of 10 a second), so they
+    /// never multiply load on a struggling timezones. tower's budget is the Finagle/Linkerd one.
+    retry_budget: Arc<TpsBudget>,
 }
 
 const UNKNOWN_ZONE_PROBLEM: &str = "urn:meridian:problem:unknown-zone";
@@ -59,35 +114,97 @@ struct ZoneTimeBody {
 
 impl TimezonesClient {
     /// Built once at start-up and shared: the client pools connections to timezones.
-    pub fn new(base_url: &Url, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(config: ClientConfig) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .timeout(timeout)
+            .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("meridian-items/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let convert_url = base_url
+        let convert_url = config
+            .base_url
             .join("v1/convert")
             .expect("joining a relative path onto an http(s) URL cannot fail");
-        Ok(Self { http, convert_url })
+        let breaker = failsafe::Config::new()
+            .failure_policy(failsafe::failure_policy::consecutive_failures(
+                config.failure_threshold,
+                failsafe::backoff::constant(config.cooldown),
+            ))
+            .build();
+        Ok(Self {
+            http,
+            convert_url,
+            breaker,
+            retry_budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            config,
+        })
     }
 
-    /// The local time in `zone` of each instant, in order, in one request.
+    /// The local time in `zone` of each instant, in order, in one logical call, answered
+    /// before `deadline`.
     pub async fn local_times(
         &self,
         zone: &ZoneName,
         instants: &[DateTime<Utc>],
+        deadline: tokio::time::Instant,
         request_id: Option<&str>,
     ) -> Result<Vec<LocalTime>, TimezonesError> {
+        if !self.breaker.is_call_permitted() {
+            return Err(TimezonesError::CircuitOpen);
+        }
+        self.retry_budget.deposit();
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(20))
+            .with_max_delay(Duration::from_millis(200))
+            .with_max_times(self.config.retries)
+            .with_jitter();
+        let result = (|| self.attempt(zone, instants, deadline, request_id))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|e| e.is_retryable() && self.retry_budget.withdraw())
+            .await;
+        match &result {
+            Ok(_) | Err(TimezonesError::UnknownZone(_)) => self.breaker.on_success(),
+            Err(_) => self.breaker.on_error(),
+        }
+        result
+    }
+
+    async fn attempt(
+        &self,
+        zone: &ZoneName,
+        instants: &[DateTime<Utc>],
+        deadline: tokio::time::Instant,
+        request_id: Option<&str>,
+    ) -> Result<Vec<LocalTime>, TimezonesError> {
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .saturating_sub(FALLBACK_RESERVE);
+        let timeout = left.min(self.config.request_timeout);
+        if timeout.is_zero() {
+            return Err(TimezonesError::unavailable(
+                "no time left before the deadline",
+                false,
+            ));
+        }
         let mut query: Vec<(&str, String)> = Vec::with_capacity(instants.len() + 1);
         query.push(("to", zone.as_str().to_owned()));
         query.extend(instants.iter().map(|t| ("at", t.to_rfc3339())));
-        let mut request = self.http.get(self.convert_url.clone()).query(&query);
+        let mut request = self
+            .http
+            .get(self.convert_url.clone())
+            .query(&query)
+            .timeout(timeout)
+            .header(
+                platform::http::TIMEOUT_HEADER,
+                timeout.as_millis().to_string(),
+            );
         if let Some(id) = request_id {
             request = request.header(platform::http::REQUEST_ID_HEADER, id);
         }
-        let unavailable = |e: &dyn std::fmt::Display| TimezonesError::Unavailable(e.to_string());
-        let response = request.send().await.map_err(|e| unavailable(&e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| TimezonesError::unavailable(&e, e.is_connect()))?;
         match response.status() {
             StatusCode::OK => {}
             // Only the service's own "unknown zone" problem means the zone is bad; any other 404
@@ -98,14 +215,33 @@ impl TimezonesClient {
                     Some(p) if p.problem_type == UNKNOWN_ZONE_PROBLEM => {
                         TimezonesError::UnknownZone(zone.as_str().to_owned())
                     }
-                    _ => unavailable(&"status 404 Not Found"),
+                    _ => TimezonesError::unavailable("status 404 Not Found", false),
                 });
             }
-            other => return Err(unavailable(&format!("status {other}"))),
+            status @ (StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT) => {
+                return Err(TimezonesError::unavailable(
+                    format!("status {status}"),
+                    true,
+                ));
+            }
+            status => {
+                return Err(TimezonesError::unavailable(
+                    format!("status {status}"),
+                    false,
+                ));
+            }
         }
-        let body: ConvertBody = response.json().await.map_err(|e| unavailable(&e))?;
+        let body: ConvertBody = response
+            .json()
+            .await
+            .map_err(|e| TimezonesError::unavailable(&e, false))?;
         if body.conversions.len() != instants.len() {
-            return Err(unavailable(&"answer has the wrong number of conversions"));
+            return Err(TimezonesError::unavailable(
+                "answer has the wrong number of conversions",
+                false,
+            ));
         }
         Ok(body
             .conversions

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::faults::FaultConfig;
 use crate::telemetry::{LogConfig, LogFormat};
 
 /// A setting that is missing or cannot be used. Its `Display` is the one line the process prints
@@ -159,6 +160,15 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// After a shutdown signal, how long to keep serving with readiness failing, so load
+    /// balancers and the mesh stop sending new requests before the listener closes.
+    pub drain_delay: Duration,
+    /// Each request's time budget; a caller's `x-request-timeout-ms` can only shorten it.
+    pub request_timeout: Duration,
+    /// Requests served at once; more are shed with 503 + `Retry-After` instead of queueing.
+    pub max_concurrent_requests: usize,
+    /// Fault injection at start; off unless configured.
+    pub faults: FaultConfig,
 }
 
 impl ServerConfig {
@@ -168,6 +178,18 @@ impl ServerConfig {
             log: LogConfig::from_env(env)?,
             max_body_bytes: env.parse_or("MAX_BODY_BYTES", 64 * 1024)?,
             shutdown_grace: env.millis_or("SHUTDOWN_GRACE_MS", Duration::from_secs(20))?,
+            drain_delay: env.millis_or("DRAIN_DELAY_MS", Duration::ZERO)?,
+            request_timeout: env.millis_or("REQUEST_TIMEOUT_MS", Duration::from_secs(5))?,
+            max_concurrent_requests: match env.parse_or("MAX_CONCURRENT_REQUESTS", 512)? {
+                0 => {
+                    return Err(ConfigError::new(
+                        "MAX_CONCURRENT_REQUESTS",
+                        "must be at least 1",
+                    ));
+                }
+                n => n,
+            },
+            faults: FaultConfig::from_env(env)?,
         })
     }
 }

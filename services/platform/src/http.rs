@@ -1,33 +1,146 @@
 //! The middleware every request passes through, outermost first:
-//! request id + access log → panic guard → errors as problem+json → body size limit → routes.
+//! request id + access log → panic guard → errors as problem+json → load shedding →
+//! deadline → fault injection → body size limit → routes.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use poem::http::{HeaderValue, StatusCode};
+use poem::http::{HeaderValue, StatusCode, header};
 use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::config::ServerConfig;
+use crate::faults::{Faults, injected_failure};
 use crate::problem::Problem;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The time budget left for a request, in whole milliseconds. A caller sets it so the callee
+/// gives up when the caller would no longer use the answer.
+pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 
 /// The id of the request being served, available to handlers as `Data<&RequestId>`.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// When the request being served must be answered by, available as `Data<&Deadline>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Paths that are never shed, delayed or failed on purpose: probes must tell the truth
+/// about the process, and the admin switch must stay reachable to turn faults off.
+fn is_operational(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz") || path.starts_with("/admin/")
+}
+
 /// Wraps a service's routes in the standard layers.
-pub fn standard_layers<E>(routes: E, max_body_bytes: usize) -> impl Endpoint<Output = Response>
+pub fn standard_layers<E>(
+    routes: E,
+    config: &ServerConfig,
+    faults: Faults,
+) -> impl Endpoint<Output = Response> + use<E>
 where
     E: Endpoint + 'static,
 {
+    let max_body_bytes = config.max_body_bytes;
+    let request_timeout = config.request_timeout;
+    let in_flight = Arc::new(Semaphore::new(config.max_concurrent_requests));
     routes
         .map_to_response()
         .around(move |ep, req| limit_body(ep, req, max_body_bytes))
+        .around(move |ep, req| inject_faults(ep, req, faults.clone()))
+        .around(move |ep, req| enforce_deadline(ep, req, request_timeout))
+        .around(move |ep, req| shed_load(ep, req, Arc::clone(&in_flight)))
         .around(errors_as_problems)
         .with(CatchPanic::new().with_handler(|_| Problem::internal().into_response()))
         .around(request_id_and_log)
+}
+
+/// 503 at once when `max_concurrent_requests` are already in flight: a fast "try elsewhere"
+/// beats an unbounded queue whose requests time out anyway.
+async fn shed_load<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    in_flight: Arc<Semaphore>,
+) -> poem::Result<E::Output> {
+    if is_operational(req.uri().path()) {
+        return ep.call(req).await;
+    }
+    let Ok(_permit) = in_flight.try_acquire_owned() else {
+        return Err(Problem::typed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Overloaded",
+            "the service is at its concurrency limit; retry after the delay in Retry-After",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+        .into());
+    };
+    ep.call(req).await
+}
+
+/// Gives every request a deadline (its own timeout, shortened by a caller's
+/// `x-request-timeout-ms`) and abandons the work when it passes.
+async fn enforce_deadline<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    request_timeout: Duration,
+) -> poem::Result<E::Output> {
+    let callers_budget = req
+        .headers()
+        .get(TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let budget = callers_budget.map_or(request_timeout, |b| b.min(request_timeout));
+    let timed_out = || {
+        Problem::typed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "deadline-exceeded",
+            "Deadline exceeded",
+            format!(
+                "the request did not finish within its {} ms budget",
+                budget.as_millis()
+            ),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    };
+    if budget.is_zero() {
+        return Err(timed_out().into());
+    }
+    req.extensions_mut()
+        .insert(Deadline(Instant::now() + budget));
+    match tokio::time::timeout(budget, ep.call(req)).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(timed_out().into()),
+    }
+}
+
+async fn inject_faults<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    faults: Faults,
+) -> poem::Result<E::Output> {
+    let path = req.uri().path();
+    let injection = (!is_operational(path))
+        .then(|| faults.for_path(path))
+        .flatten();
+    if let Some(injection) = injection {
+        if !injection.delay.is_zero() {
+            tokio::time::sleep(injection.delay).await;
+        }
+        if injection.fail {
+            return Err(injected_failure().into());
+        }
+    }
+    ep.call(req).await
 }
 
 /// Honours a sane incoming `X-Request-ID` (so a caller's id follows the request across services)

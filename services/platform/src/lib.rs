@@ -3,7 +3,9 @@
 //!
 //! This crate knows neither service; each service composes these parts in its own `startup`.
 
+pub mod auth;
 pub mod config;
+pub mod faults;
 pub mod http;
 pub mod lifecycle;
 pub mod problem;

@@ -158,12 +158,14 @@ impl BoundServer {
         self.local_addr
     }
 
-    /// Serves until `stop` resolves; then readiness turns false, new connections are refused,
-    /// and in-flight requests get up to `grace` to finish.
+    /// Serves until `stop` resolves; then readiness turns false at once, requests are still
+    /// served for `drain_delay` (so endpoints and the mesh stop routing here), then new
+    /// connections are refused and in-flight requests get up to `grace` to finish.
     pub async fn serve<E: Endpoint + 'static>(
         self,
         app: E,
         readiness: Readiness,
+        drain_delay: Duration,
         grace: Duration,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
@@ -171,6 +173,8 @@ impl BoundServer {
         let stopping = async move {
             stop.await;
             readiness.set_not_ready();
+            tracing::info!(drain_ms = drain_delay.as_millis() as u64, "draining");
+            tokio::time::sleep(drain_delay).await;
         };
         Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, stopping, Some(grace))

@@ -43,7 +43,8 @@ pub struct ProblemBody {
 #[derive(Debug, Clone)]
 pub struct Problem {
     status: StatusCode,
-    body: ProblemBody,
+    // Boxed: `Result<_, Problem>` is on every handler's return path; keep it small.
+    body: Box<ProblemBody>,
     headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
@@ -72,14 +73,14 @@ impl Problem {
         };
         Self {
             status,
-            body: ProblemBody {
+            body: Box::new(ProblemBody {
                 problem_type,
                 title: title.into(),
                 status: status.as_u16(),
                 detail: detail.into(),
                 errors: None,
                 extensions: None,
-            },
+            }),
             headers: Vec::new(),
         }
     }

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use platform::auth::ApiKeyVerifier;
+use platform::faults::{FaultApi, Faults};
 use platform::lifecycle::{BoundServer, HealthApi, Readiness};
 use poem::{Endpoint, EndpointExt, Request, Route};
 use poem_openapi::OpenApiService;
@@ -38,14 +40,24 @@ impl Application {
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = routes(&self.settings, self.readiness.clone());
-        let grace = self.settings.server.shutdown_grace;
-        self.server.serve(app, self.readiness, grace, stop).await
+        let server = &self.settings.server;
+        let (drain, grace) = (server.drain_delay, server.shutdown_grace);
+        self.server
+            .serve(app, self.readiness, drain, grace, stop)
+            .await
     }
 }
 
 fn routes(settings: &Settings, readiness: Readiness) -> impl Endpoint + 'static {
+    let faults = Faults::new(settings.server.faults.clone());
+    let auth = ApiKeyVerifier::new(settings.api_key.clone());
     let api = OpenApiService::new(
-        (ZonesApi, ConvertApi, HealthApi::new(readiness, None)),
+        (
+            ZonesApi,
+            ConvertApi,
+            HealthApi::new(readiness, None),
+            FaultApi::new(faults.clone(), auth),
+        ),
         "meridian timezones",
         env!("CARGO_PKG_VERSION"),
     )
@@ -55,7 +67,7 @@ fn routes(settings: &Settings, readiness: Readiness) -> impl Endpoint + 'static 
         .nest("/docs", api.swagger_ui())
         .nest("/", api)
         .before(|req| async move { Ok(encode_zone_slashes(req)) });
-    platform::http::standard_layers(routes, settings.server.max_body_bytes)
+    platform::http::standard_layers(routes, &settings.server, faults)
 }
 
 /// IANA names contain `/` (`America/New_York`) and the contract takes them in the path as they

@@ -1,39 +1,41 @@
-use platform::Secret;
-use poem_openapi::SecurityScheme;
-use poem_openapi::auth::ApiKey;
-use subtle::ConstantTimeEq;
+//! Write limits per API key. The key itself is checked by `platform::auth`.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use platform::Problem;
+use platform::auth::{ApiKeyAuth, ApiKeyVerifier};
 
 use crate::error::ApiError;
 
-/// Writes and the secret need the service's API key in `X-API-Key`. A missing key is 401
-/// (from the framework); a wrong one is 403.
-#[derive(SecurityScheme)]
-#[oai(ty = "api_key", key_name = "X-API-Key", key_in = "header")]
-pub struct ApiKeyAuth(ApiKey);
-
+/// Checks the API key of a write, then its rate: a client over its rate gets 429 with the
+/// seconds to wait in `Retry-After`. Only verified keys are counted, so unauthenticated
+/// traffic cannot grow the limiter's memory.
 #[derive(Clone)]
-pub struct ApiKeyVerifier {
-    expected: Secret,
+pub struct WriteGuard {
+    verifier: ApiKeyVerifier,
+    limiter: Arc<DefaultKeyedRateLimiter<String>>,
 }
 
-impl ApiKeyVerifier {
-    pub fn new(expected: Secret) -> Self {
-        Self { expected }
+impl WriteGuard {
+    pub fn new(verifier: ApiKeyVerifier, per_second: u32, burst: u32) -> Self {
+        let quota = Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+        Self {
+            verifier,
+            limiter: Arc::new(DefaultKeyedRateLimiter::keyed(quota)),
+        }
     }
 
-    /// Constant-time comparison, so response timing does not reveal how much of a guess was
-    /// right. (A length mismatch returns early; the length is not the secret.)
-    pub fn verify(&self, presented: &ApiKeyAuth) -> Result<(), ApiError> {
-        let matches: bool = presented
-            .0
-            .key
-            .as_bytes()
-            .ct_eq(self.expected.expose().as_bytes())
-            .into();
-        if matches {
-            Ok(())
-        } else {
-            Err(ApiError::WrongApiKey)
-        }
+    pub fn check(&self, auth: &ApiKeyAuth) -> Result<(), Problem> {
+        self.verifier.verify(auth)?;
+        self.limiter
+            .check_key(&auth.presented().to_owned())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                ApiError::RateLimited(wait).into()
+            })
     }
 }

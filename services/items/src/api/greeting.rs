@@ -1,6 +1,6 @@
 use chrono::Utc;
 use platform::Problem;
-use platform::http::RequestId;
+use platform::http::{Deadline, RequestId};
 use poem::web::Data;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -39,7 +39,13 @@ struct Greeting {
 enum GetGreetingResponse {
     /// The greeting.
     #[oai(status = 200)]
-    Ok(Json<Greeting>),
+    Ok(
+        Json<Greeting>,
+        /// Present when the time fell back to `TIMEZONE_OFFSET`: `timezones-unavailable` or
+        /// `timezones-circuit-open`.
+        #[oai(header = "Meridian-Degraded")]
+        Option<String>,
+    ),
 }
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Greeting")]
@@ -53,18 +59,28 @@ impl GreetingApi {
         /// IANA zone, e.g. `Asia/Kolkata`.
         tz: Query<Option<String>>,
         request_id: Data<&RequestId>,
+        deadline: Data<&Deadline>,
     ) -> Result<GetGreetingResponse, Problem> {
         let zone = parse_zone(tz.0.as_deref())?;
         let rendered = self
             .clock
-            .render(zone.as_ref(), &[Utc::now()], Some(&request_id.0.0))
+            .render(
+                zone.as_ref(),
+                &[Utc::now()],
+                deadline.0.0,
+                Some(&request_id.0.0),
+            )
             .await?;
-        Ok(GetGreetingResponse::Ok(Json(Greeting {
-            message: self.greeting.clone(),
-            local_time: rendered.times.into_iter().next().unwrap_or_default(),
-            zone: rendered.zone,
-            source: rendered.source.as_str().to_owned(),
-            degraded: rendered.source.is_degraded(),
-        })))
+        let degraded = rendered.source.degraded_reason().map(str::to_owned);
+        Ok(GetGreetingResponse::Ok(
+            Json(Greeting {
+                message: self.greeting.clone(),
+                local_time: rendered.times.into_iter().next().unwrap_or_default(),
+                zone: rendered.zone,
+                source: rendered.source.as_str().to_owned(),
+                degraded: rendered.source.is_degraded(),
+            }),
+            degraded,
+        ))
     }
 }

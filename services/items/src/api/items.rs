@@ -8,7 +8,10 @@ use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
-use super::auth::{ApiKeyAuth, ApiKeyVerifier};
+use platform::auth::ApiKeyAuth;
+use platform::http::Deadline;
+
+use super::auth::WriteGuard;
 use super::strict_string::StrictString;
 use super::{ApiTags, parse_zone};
 use crate::domain::{Description, ItemFields, ItemName, ItemPatch, Precondition, Tag, Tags, etag};
@@ -19,12 +22,16 @@ use crate::store::{Item, ListQuery, Store};
 pub struct ItemsApi {
     store: Store,
     clock: LocalClock,
-    auth: ApiKeyVerifier,
+    writes: WriteGuard,
 }
 
 impl ItemsApi {
-    pub fn new(store: Store, clock: LocalClock, auth: ApiKeyVerifier) -> Self {
-        Self { store, clock, auth }
+    pub fn new(store: Store, clock: LocalClock, writes: WriteGuard) -> Self {
+        Self {
+            store,
+            clock,
+            writes,
+        }
     }
 }
 
@@ -176,7 +183,13 @@ enum CreateItemResponse {
 enum ListItemsResponse {
     /// One page of items in creation order.
     #[oai(status = 200)]
-    Ok(Json<ItemPage>),
+    Ok(
+        Json<ItemPage>,
+        /// Present when local times fell back to `TIMEZONE_OFFSET`: `timezones-unavailable`
+        /// or `timezones-circuit-open`.
+        #[oai(header = "Meridian-Degraded")]
+        Option<String>,
+    ),
 }
 
 /// The answer of a read or update: the item and its current `ETag`.
@@ -184,7 +197,14 @@ enum ListItemsResponse {
 enum ItemResponse {
     /// The item as it is now.
     #[oai(status = 200)]
-    Ok(Json<ItemBody>, #[oai(header = "ETag")] String),
+    Ok(
+        Json<ItemBody>,
+        #[oai(header = "ETag")] String,
+        /// Present when local times fell back to `TIMEZONE_OFFSET`: `timezones-unavailable`
+        /// or `timezones-circuit-open`.
+        #[oai(header = "Meridian-Degraded")]
+        Option<String>,
+    ),
 }
 
 #[derive(ApiResponse)]
@@ -203,7 +223,7 @@ impl ItemsApi {
         auth: ApiKeyAuth,
         body: Json<ItemInput>,
     ) -> Result<CreateItemResponse, Problem> {
-        self.auth.verify(&auth)?;
+        self.writes.check(&auth)?;
         let fields = body.0.parse()?;
         let item = self.store.create(&fields).await.map_err(ApiError::from)?;
         let location = format!("/v1/items/{}", item.id);
@@ -217,6 +237,7 @@ impl ItemsApi {
 
     /// List items in creation order, a page at a time.
     #[oai(path = "/items", method = "get")]
+    #[allow(clippy::too_many_arguments)] // poem-openapi takes each query parameter as one
     async fn list_items(
         &self,
         /// Page size, 1–100.
@@ -235,6 +256,7 @@ impl ItemsApi {
         /// Also render timestamps in this IANA zone (one call to timezones per page).
         tz: Query<Option<String>>,
         request_id: Data<&RequestId>,
+        deadline: Data<&Deadline>,
     ) -> Result<ListItemsResponse, Problem> {
         let after = cursor
             .0
@@ -269,6 +291,7 @@ impl ItemsApi {
             .then(|| items.last().map(|i| i.id.to_string()))
             .flatten();
 
+        let mut degraded = None;
         let local = match (&zone, items.is_empty()) {
             (Some(zone), false) => {
                 let instants: Vec<_> = items
@@ -277,8 +300,9 @@ impl ItemsApi {
                     .collect();
                 let rendered = self
                     .clock
-                    .render(Some(zone), &instants, Some(&request_id.0.0))
+                    .render(Some(zone), &instants, deadline.0.0, Some(&request_id.0.0))
                     .await?;
+                degraded = rendered.source.degraded_reason().map(str::to_owned);
                 split_local_times(&rendered)
             }
             _ => Vec::new(),
@@ -288,7 +312,10 @@ impl ItemsApi {
             .into_iter()
             .map(|item| ItemBody::new(item, local.next()))
             .collect();
-        Ok(ListItemsResponse::Ok(Json(ItemPage { items, next_cursor })))
+        Ok(ListItemsResponse::Ok(
+            Json(ItemPage { items, next_cursor }),
+            degraded,
+        ))
     }
 
     /// Read an item. Its `ETag` is what `If-Match` takes on updates and deletes.
@@ -299,6 +326,7 @@ impl ItemsApi {
         /// Also render timestamps in this IANA zone.
         tz: Query<Option<String>>,
         request_id: Data<&RequestId>,
+        deadline: Data<&Deadline>,
     ) -> Result<ItemResponse, Problem> {
         let zone = parse_zone(tz.0.as_deref())?;
         let item = self
@@ -307,22 +335,24 @@ impl ItemsApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::ItemNotFound(id.0.clone()))?;
-        let local = match &zone {
+        let (local, degraded) = match &zone {
             Some(zone) => {
+                let instants = [item.created_at, item.updated_at];
                 let rendered = self
                     .clock
-                    .render(
-                        Some(zone),
-                        &[item.created_at, item.updated_at],
-                        Some(&request_id.0.0),
-                    )
+                    .render(Some(zone), &instants, deadline.0.0, Some(&request_id.0.0))
                     .await?;
-                split_local_times(&rendered).into_iter().next()
+                let degraded = rendered.source.degraded_reason().map(str::to_owned);
+                (split_local_times(&rendered).into_iter().next(), degraded)
             }
-            None => None,
+            None => (None, None),
         };
         let etag = etag(item.version);
-        Ok(ItemResponse::Ok(Json(ItemBody::new(item, local)), etag))
+        Ok(ItemResponse::Ok(
+            Json(ItemBody::new(item, local)),
+            etag,
+            degraded,
+        ))
     }
 
     /// Replace an item's fields. With `If-Match`, only if the item is still at that version.
@@ -336,7 +366,7 @@ impl ItemsApi {
         if_match: Header<Option<String>>,
         body: Json<ItemInput>,
     ) -> Result<ItemResponse, Problem> {
-        self.auth.verify(&auth)?;
+        self.writes.check(&auth)?;
         let fields = body.0.parse()?;
         let precondition = Precondition::from_if_match(if_match.0.as_deref());
         let item = self
@@ -345,7 +375,11 @@ impl ItemsApi {
             .await
             .map_err(ApiError::from)?;
         let etag = etag(item.version);
-        Ok(ItemResponse::Ok(Json(ItemBody::new(item, None)), etag))
+        Ok(ItemResponse::Ok(
+            Json(ItemBody::new(item, None)),
+            etag,
+            None,
+        ))
     }
 
     /// Change some of an item's fields. With `If-Match`, only if the item is still at that version.
@@ -359,7 +393,7 @@ impl ItemsApi {
         if_match: Header<Option<String>>,
         body: Json<ItemPatchInput>,
     ) -> Result<ItemResponse, Problem> {
-        self.auth.verify(&auth)?;
+        self.writes.check(&auth)?;
         let patch = body.0.parse()?;
         let precondition = Precondition::from_if_match(if_match.0.as_deref());
         let item = self
@@ -370,7 +404,11 @@ impl ItemsApi {
             .await
             .map_err(ApiError::from)?;
         let etag = etag(item.version);
-        Ok(ItemResponse::Ok(Json(ItemBody::new(item, None)), etag))
+        Ok(ItemResponse::Ok(
+            Json(ItemBody::new(item, None)),
+            etag,
+            None,
+        ))
     }
 
     /// Delete an item. With `If-Match`, only if the item is still at that version.
@@ -383,7 +421,7 @@ impl ItemsApi {
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
     ) -> Result<DeleteItemResponse, Problem> {
-        self.auth.verify(&auth)?;
+        self.writes.check(&auth)?;
         let precondition = Precondition::from_if_match(if_match.0.as_deref());
         self.store
             .delete(parse_id(&id.0)?, &precondition)

@@ -7,7 +7,7 @@ mod items;
 mod secret;
 mod strict_string;
 
-pub use auth::ApiKeyVerifier;
+pub use auth::WriteGuard;
 pub use greeting::GreetingApi;
 pub use items::ItemsApi;
 pub use secret::SecretApi;

@@ -2,8 +2,9 @@ use platform::{Problem, Secret};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use platform::auth::{ApiKeyAuth, ApiKeyVerifier};
+
 use super::ApiTags;
-use super::auth::{ApiKeyAuth, ApiKeyVerifier};
 
 pub struct SecretApi {
     auth: ApiKeyVerifier,
