@@ -9,12 +9,12 @@ use serde_json::Value;
 
 use crate::helpers::{Db, LoggedProcess, TestDb, TimezonesProcess};
 
-const KEY: &str = "binary-test-key-0123456789";
+pub const KEY: &str = "binary-test-key-0123456789";
 const SECRET: &str = "binary-test-secret-message";
 
 /// The binary with a valid environment that stops short of serving (its database directory
 /// cannot be created), so a test that expects a start-up error never leaves a server running.
-fn items_command() -> Command {
+pub fn items_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_items"));
     command
         .env_clear()

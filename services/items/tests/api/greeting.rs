@@ -1,7 +1,7 @@
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::helpers::{
-    Db, FALLBACK_OFFSET, GREETING, Options, expect_problem, spawn_app, spawn_app_with,
+    Db, FALLBACK_OFFSET, GREETING, Options, Timezones, expect_problem, spawn_app, spawn_app_with,
 };
 
 fn parse(local: &serde_json::Value) -> DateTime<FixedOffset> {
@@ -83,8 +83,8 @@ async fn an_unknown_zone_is_a_400_problem() {
 #[tokio::test]
 async fn when_timezones_is_down_the_greeting_falls_back_and_says_so() {
     let app = spawn_app_with(Options {
-        db: Db::Sqlite,
-        timezones_up: false,
+        timezones: Timezones::Down,
+        ..Options::default()
     })
     .await;
     let (status, greeting) = app.get_json("/v1/greeting?tz=Asia/Tokyo").await;

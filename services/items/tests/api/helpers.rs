@@ -122,14 +122,26 @@ pub struct TimezonesProcess {
 
 impl TimezonesProcess {
     pub fn start() -> Self {
+        Self::start_with("127.0.0.1:0", &[])
+    }
+
+    /// Starts timezones listening on `bind_addr`, with extra settings.
+    pub fn start_with(bind_addr: &str, env: &[(&str, String)]) -> Self {
         let process = LoggedProcess::start(
             Command::new(sibling_binary("timezones"))
                 .env_clear()
-                .env("BIND_ADDR", "127.0.0.1:0")
-                .env("LOG_FORMAT", "json"),
+                .env("BIND_ADDR", bind_addr)
+                .env("LOG_FORMAT", "json")
+                .envs(env.iter().map(|(k, v)| (k, v))),
         );
         let url = process.address.clone();
         Self { process, url }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
     }
 }
 
@@ -143,6 +155,22 @@ impl TimezonesProcess {
     pub async fn requests_with_id(&self, request_id: &str) -> usize {
         self.count_logged(|e| e["span"]["request_id"] == request_id)
             .await
+    }
+
+    /// Waits up to `timeout` for a logged request matching `matches`; true if one came.
+    pub async fn wait_for_logged(
+        &self,
+        timeout: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.count_logged(&matches).await > 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     /// Counts logged requests after every earlier line has been read: a marker request is
@@ -256,35 +284,63 @@ pub struct TestApp {
 /// Options beyond the defaults.
 pub struct Options {
     pub db: Db,
-    /// Whether a timezones process runs; without one, items points at a closed port.
-    pub timezones_up: bool,
+    pub timezones: Timezones,
+    /// Extra settings for items, overriding the test defaults.
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            db: Db::Sqlite,
+            timezones: Timezones::Started(Vec::new()),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// Which timezones items talks to.
+pub enum Timezones {
+    /// A timezones process started for the test, with these extra settings.
+    Started(Vec<(&'static str, String)>),
+    /// None: items points at a closed port.
+    Down,
+    /// One the test runs itself, at this URL.
+    At(String),
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
     spawn_app_with(Options {
         db,
-        timezones_up: true,
+        ..Options::default()
     })
     .await
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
-    let timezones = options.timezones_up.then(TimezonesProcess::start);
-    let timezones_url = timezones
-        .as_ref()
-        .map_or_else(|| format!("http://{}", closed_port()), |t| t.url.clone());
+    let (timezones, timezones_url) = match options.timezones {
+        Timezones::Started(env) => {
+            let process = TimezonesProcess::start_with("127.0.0.1:0", &env);
+            let url = process.url.clone();
+            (Some(process), url)
+        }
+        Timezones::Down => (None, format!("http://{}", closed_port())),
+        Timezones::At(url) => (None, url),
+    };
     let db = TestDb::create(options.db).await;
-    let settings = Settings::from_env(&Env::from_pairs([
-        ("BIND_ADDR", "127.0.0.1:0"),
-        ("DATABASE_URL", db.url.as_str()),
-        ("TIMEZONES_URL", timezones_url.as_str()),
-        ("TIMEZONES_TIMEOUT_MS", "2000"),
-        ("DUMMY_API_KEY", API_KEY),
-        ("SECRET_MESSAGE", SECRET_MESSAGE),
-        ("GREETING", GREETING),
-        ("TIMEZONE_OFFSET", FALLBACK_OFFSET),
-    ]))
-    .expect("test settings are valid");
+    let mut env = vec![
+        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        ("DATABASE_URL", db.url.clone()),
+        ("TIMEZONES_URL", timezones_url),
+        ("TIMEZONES_TIMEOUT_MS", "2000".to_owned()),
+        ("DUMMY_API_KEY", API_KEY.to_owned()),
+        ("SECRET_MESSAGE", SECRET_MESSAGE.to_owned()),
+        ("GREETING", GREETING.to_owned()),
+        ("TIMEZONE_OFFSET", FALLBACK_OFFSET.to_owned()),
+    ];
+    env.extend(options.env);
+    let settings = Settings::from_env(&Env::from_pairs(env.iter().map(|(k, v)| (*k, v.as_str()))))
+        .expect("test settings are valid");
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://{}", app.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -3,7 +3,9 @@
 use chrono::{DateTime, FixedOffset};
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, FALLBACK_OFFSET, Options, expect_problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Db, FALLBACK_OFFSET, Options, Timezones, expect_problem, spawn_app, spawn_app_with,
+};
 use crate::on_both_databases;
 
 on_both_databases!(
@@ -106,8 +108,8 @@ async fn unknown_or_malformed_zones_are_client_errors() {
 #[tokio::test]
 async fn reads_fall_back_to_the_offset_when_timezones_is_down() {
     let app = spawn_app_with(Options {
-        db: Db::Sqlite,
-        timezones_up: false,
+        timezones: Timezones::Down,
+        ..Options::default()
     })
     .await;
     let item = app.create(json!({"name": "offline"})).await;

@@ -5,6 +5,8 @@ mod binary;
 mod greeting;
 mod helpers;
 mod items;
+mod lifecycle;
 mod local_times;
+mod resilience;
 mod secret;
 mod service;

@@ -11,8 +11,14 @@ pub struct TestApp {
 
 /// Starts the app on a free port; it stops when the `TestApp` is dropped.
 pub async fn spawn_app() -> TestApp {
-    let settings = Settings::from_env(&Env::from_pairs([("BIND_ADDR", "127.0.0.1:0")]))
-        .expect("test settings are valid");
+    spawn_app_with(&[]).await
+}
+
+/// Like `spawn_app`, with extra settings.
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let mut env = vec![("BIND_ADDR", "127.0.0.1:0")];
+    env.extend_from_slice(extra);
+    let settings = Settings::from_env(&Env::from_pairs(env)).expect("test settings are valid");
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://{}", app.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -2,5 +2,6 @@
 
 mod convert;
 mod helpers;
+mod resilience;
 mod service;
 mod zones;
