@@ -45,7 +45,8 @@ async fn sample(op: &'static str, request: reqwest::RequestBuilder) -> (Sample, 
     (sample, body)
 }
 
-/// Item CRUD plus zoned reads from `workers` concurrent clients until `until`.
+/// Item CRUD (create, zoned read, patch, delete) plus greetings from `workers` concurrent
+/// clients until `until`.
 async fn crud_and_zoned_reads(app: &TestApp, workers: usize, until: Instant) -> Vec<Sample> {
     let mut tasks = Vec::new();
     for worker in 0..workers {
@@ -76,6 +77,17 @@ async fn crud_and_zoned_reads(app: &TestApp, workers: usize, until: Instant) -> 
                         "the body says what the header says"
                     );
                     samples.push(read);
+                    let patch = client
+                        .patch(format!("{base}/v1/items/{id}"))
+                        .header("x-api-key", API_KEY)
+                        .json(&json!({"description": "patched during the load"}));
+                    samples.push(sample("update", patch).await.0);
+                    if round % 2 == 0 {
+                        let delete = client
+                            .delete(format!("{base}/v1/items/{id}"))
+                            .header("x-api-key", API_KEY);
+                        samples.push(sample("delete", delete).await.0);
+                    }
                 }
                 let greet = client.get(format!("{base}/v1/greeting?tz=Asia/Tokyo"));
                 samples.push(sample("greeting", greet).await.0);
@@ -128,7 +140,13 @@ async fn a_timezones_outage_degrades_reads_opens_the_circuit_and_recovers() {
         samples.iter().find(|s| s.status >= 300)
     );
 
-    let reads: Vec<&Sample> = samples.iter().filter(|s| s.op != "create").collect();
+    for op in ["create", "read", "update", "delete", "greeting"] {
+        assert!(samples.iter().any(|s| s.op == op), "the load included {op}");
+    }
+    let reads: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.op == "read" || s.op == "greeting")
+        .collect();
     assert!(
         reads
             .iter()
