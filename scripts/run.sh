@@ -2,8 +2,8 @@
 # Builds both services and runs them on 127.0.0.1, items wired to timezones:
 #   timezones  http://127.0.0.1:8081        items  http://127.0.0.1:8080  (SQLite in ./data)
 # Ctrl-C stops both cleanly. Any setting from README's configuration table can be exported
-# first; ITEMS_ADDR and TIMEZONES_ADDR move the ports; MERIDIAN_PROFILE=dev skips the release
-# build. Usage: ./scripts/run.sh
+# first; ITEMS_ADDR, TIMEZONES_ADDR, ITEMS_METRICS_ADDR and TIMEZONES_METRICS_ADDR move the
+# ports; MERIDIAN_PROFILE=dev skips the release build. Usage: ./scripts/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,14 +15,16 @@ bin=${CARGO_TARGET_DIR:-target}/$out
 
 items_addr=${ITEMS_ADDR:-127.0.0.1:8080}
 timezones_addr=${TIMEZONES_ADDR:-127.0.0.1:8081}
+items_metrics_addr=${ITEMS_METRICS_ADDR:-127.0.0.1:9464}
+timezones_metrics_addr=${TIMEZONES_METRICS_ADDR:-127.0.0.1:9465}
 default_key=local-dev-api-key-change-me
 export DUMMY_API_KEY=${DUMMY_API_KEY:-$default_key}
 export SECRET_MESSAGE=${SECRET_MESSAGE:-this is the local secret message}
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 
-BIND_ADDR=$timezones_addr "$bin/timezones" &
+BIND_ADDR=$timezones_addr METRICS_ADDR=$timezones_metrics_addr "$bin/timezones" &
 timezones_pid=$!
-BIND_ADDR=$items_addr TIMEZONES_URL="http://$timezones_addr" \
+BIND_ADDR=$items_addr METRICS_ADDR=$items_metrics_addr TIMEZONES_URL="http://$timezones_addr" \
   DATABASE_URL=${DATABASE_URL:-sqlite://data/items.db} "$bin/items" &
 items_pid=$!
 
@@ -53,6 +55,7 @@ cat <<INFO
 meridian is running (Ctrl-C stops both):
   items      http://$items_addr      Swagger UI: http://$items_addr/docs
   timezones  http://$timezones_addr      Swagger UI: http://$timezones_addr/docs
+  metrics    http://$items_metrics_addr/metrics  http://$timezones_metrics_addr/metrics
 INFO
 if [ "$DUMMY_API_KEY" = "$default_key" ]; then
   echo "  writes need  X-API-Key: $default_key  (the local default; export DUMMY_API_KEY to choose one)"

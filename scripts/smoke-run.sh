@@ -14,6 +14,7 @@ log=$scratch/run.log
 
 set -m # own process group, so the script and both services get SIGINT as from a terminal
 MERIDIAN_PROFILE=dev ITEMS_ADDR=$items_addr TIMEZONES_ADDR=$timezones_addr \
+  ITEMS_METRICS_ADDR=127.0.0.1:$(free_port) TIMEZONES_METRICS_ADDR=127.0.0.1:$(free_port) \
   DATABASE_URL="sqlite://$scratch/items.db" LOG_FORMAT=json scripts/run.sh >"$log" 2>&1 &
 run_pid=$!
 set +m

@@ -5,13 +5,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::FixedOffset;
-use platform::config::{ConfigError, Env, Secret, ServerConfig};
+use platform::config::{ConfigError, Env, Secret, ServerConfig, ServiceDefaults};
 use reqwest::Url;
 
 use crate::timezones_client::ClientConfig;
 
-pub const DEFAULT_BIND_ADDR: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    name: "items",
+    bind_addr: SocketAddr::new(LOCALHOST, 8080),
+    metrics_addr: SocketAddr::new(LOCALHOST, 9464),
+};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/items.db";
 pub const DEFAULT_TIMEZONES_URL: &str = "http://127.0.0.1:8081";
 /// Shorter keys are refused: a guessable write key is worse than none.
@@ -56,7 +60,7 @@ impl Settings {
             ));
         }
         Ok(Self {
-            server: ServerConfig::from_env(env, DEFAULT_BIND_ADDR)?,
+            server: ServerConfig::from_env(env, DEFAULTS)?,
             database_url,
             database_max_connections: positive(env, "DATABASE_MAX_CONNECTIONS", 8)?,
             timezones: ClientConfig {

@@ -91,13 +91,20 @@ impl LocalClock {
             }),
             Err(TimezonesError::UnknownZone(zone)) => Err(ApiError::UnknownZone(zone)),
             Err(TimezonesError::CircuitOpen) => {
-                Ok(self.at_offset(instants, TimeSource::FallbackCircuitOpen))
+                Ok(self.fallback(instants, TimeSource::FallbackCircuitOpen))
             }
             Err(e @ TimezonesError::Unavailable { .. }) => {
                 tracing::warn!(error = %e, zone = zone.as_str(), "falling back to TIMEZONE_OFFSET");
-                Ok(self.at_offset(instants, TimeSource::FallbackUnavailable))
+                Ok(self.fallback(instants, TimeSource::FallbackUnavailable))
             }
         }
+    }
+
+    fn fallback(&self, instants: &[DateTime<Utc>], source: TimeSource) -> Rendered {
+        let reason = source.degraded_reason().unwrap_or("none");
+        metrics::counter!("upstream_fallbacks_total", "upstream" => "timezones", "reason" => reason)
+            .increment(1);
+        self.at_offset(instants, source)
     }
 
     fn at_offset(&self, instants: &[DateTime<Utc>], source: TimeSource) -> Rendered {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use platform::auth::ApiKeyVerifier;
 use platform::faults::{FaultApi, Faults};
 use platform::lifecycle::{BoundServer, HealthApi, Readiness, ReadinessCheck};
-use poem::{Endpoint, Route};
+use metrics_exporter_prometheus::PrometheusHandle;
+use poem::Endpoint;
 use poem_openapi::OpenApiService;
 
 use crate::api::{GreetingApi, ItemsApi, SecretApi, WriteGuard};
@@ -34,6 +35,8 @@ pub enum StartupError {
 
 pub struct Application {
     server: BoundServer,
+    metrics_server: BoundServer,
+    metrics: PrometheusHandle,
     settings: Settings,
     store: Store,
     clock: LocalClock,
@@ -48,6 +51,14 @@ impl Application {
         let server = BoundServer::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
+        let metrics_addr = settings.server.metrics_addr;
+        let metrics_server = BoundServer::bind(metrics_addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: metrics_addr,
+                source,
+            })?;
+        let metrics = platform::metrics::install(settings.server.service);
         let store = Store::connect(
             settings.database_url.expose(),
             settings.database_max_connections,
@@ -60,6 +71,8 @@ impl Application {
         let clock = LocalClock::new(client, settings.timezone_offset);
         Ok(Self {
             server,
+            metrics_server,
+            metrics,
             settings,
             store,
             clock,
@@ -69,6 +82,10 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_server.local_addr()
     }
 
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
@@ -87,12 +104,35 @@ impl Application {
         );
         let server = &self.settings.server;
         let (drain, grace) = (server.drain_delay, server.shutdown_grace);
+        let counting = tokio::spawn(count_items(self.store.clone()));
         let result = self
             .server
-            .serve(app, self.readiness, drain, grace, stop)
+            .serve_with_metrics(
+                app,
+                self.metrics_server,
+                self.metrics,
+                self.readiness,
+                drain,
+                grace,
+                stop,
+            )
             .await;
+        counting.abort();
         self.store.close().await;
         result.map_err(StartupError::Serve)
+    }
+}
+
+/// Keeps the `items_count` gauge current. Every replica reports the same total (it is the
+/// database's count), so dashboards take `max`.
+async fn count_items(store: Store) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+    loop {
+        tick.tick().await;
+        match store.count().await {
+            Ok(count) => metrics::gauge!("items_count").set(count as f64),
+            Err(e) => tracing::warn!(error = %e, "cannot count items"),
+        }
     }
 }
 
@@ -134,9 +174,6 @@ fn routes(
         env!("CARGO_PKG_VERSION"),
     )
     .description("Items over SQLite or PostgreSQL, with local times from the timezones service.");
-    let routes = Route::new()
-        .at("/openapi.json", api.spec_endpoint())
-        .nest("/docs", api.swagger_ui())
-        .nest("/", api);
-    platform::http::standard_layers(routes, &settings.server, faults)
+    let (routes, templates) = platform::http::api_routes(api);
+    platform::http::standard_layers(routes, &settings.server, faults, templates)
 }

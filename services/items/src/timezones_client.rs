@@ -14,6 +14,7 @@ use failsafe::failure_policy::ConsecutiveFailures;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use tower::retry::budget::{Budget, TpsBudget};
+use tracing::Instrument;
 
 use crate::domain::ZoneName;
 
@@ -75,7 +76,32 @@ pub struct LocalTime {
     pub abbreviation: String,
 }
 
-type Breaker = StateMachine<ConsecutiveFailures<Constant>, ()>;
+type Breaker = StateMachine<ConsecutiveFailures<Constant>, CircuitMetrics>;
+
+const UPSTREAM: &str = "timezones";
+
+/// Publishes the breaker's state as `upstream_circuit_state` (0 closed, 1 half-open, 2 open)
+/// and counts the calls it refuses.
+struct CircuitMetrics;
+
+impl failsafe::Instrument for CircuitMetrics {
+    fn on_call_rejected(&self) {
+        metrics::counter!("upstream_circuit_rejections_total", "upstream" => UPSTREAM).increment(1);
+    }
+
+    fn on_open(&self) {
+        tracing::warn!(upstream = UPSTREAM, "circuit opened");
+        metrics::gauge!("upstream_circuit_state", "upstream" => UPSTREAM).set(2.0);
+    }
+
+    fn on_half_open(&self) {
+        metrics::gauge!("upstream_circuit_state", "upstream" => UPSTREAM).set(1.0);
+    }
+
+    fn on_closed(&self) {
+        metrics::gauge!("upstream_circuit_state", "upstream" => UPSTREAM).set(0.0);
+    }
+}
 
 #[derive(Clone)]
 pub struct TimezonesClient {
@@ -129,6 +155,7 @@ impl TimezonesClient {
                 config.failure_threshold,
                 failsafe::backoff::constant(config.cooldown),
             ))
+            .instrument(CircuitMetrics)
             .build();
         Ok(Self {
             http,
@@ -161,6 +188,10 @@ impl TimezonesClient {
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|e| e.is_retryable() && self.retry_budget.withdraw())
+            .notify(|e, wait| {
+                metrics::counter!("upstream_retries_total", "upstream" => UPSTREAM).increment(1);
+                tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "retrying timezones");
+            })
             .await;
         match &result {
             Ok(_) | Err(TimezonesError::UnknownZone(_)) => self.breaker.on_success(),
@@ -194,17 +225,46 @@ impl TimezonesClient {
             .get(self.convert_url.clone())
             .query(&query)
             .timeout(timeout)
-            .header(
-                platform::http::TIMEOUT_HEADER,
-                timeout.as_millis().to_string(),
-            );
-        if let Some(id) = request_id {
-            request = request.header(platform::http::REQUEST_ID_HEADER, id);
+            .header(platform::http::TIMEOUT_HEADER, timeout.as_millis().to_string())
+            .build()
+            .map_err(|e| TimezonesError::unavailable(&e, false))?;
+        if let Some(id) = request_id.and_then(|id| id.parse().ok()) {
+            request.headers_mut().insert(platform::http::REQUEST_ID_HEADER, id);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| TimezonesError::unavailable(&e, e.is_connect()))?;
+        let span = tracing::info_span!(
+            "GET /v1/convert",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "GET",
+            server.address = self.convert_url.host_str().unwrap_or_default(),
+            url.full = %self.convert_url,
+            http.response.status_code = tracing::field::Empty,
+        );
+        platform::telemetry::inject_trace(&span, request.headers_mut());
+        let started = std::time::Instant::now();
+        let sent = self.http.execute(request).instrument(span.clone()).await;
+        let outcome = match &sent {
+            Ok(response) => response.status().as_u16().to_string(),
+            Err(e) if e.is_timeout() => "timeout".to_owned(),
+            Err(e) if e.is_connect() => "connect_error".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        metrics::counter!("upstream_requests_total", "upstream" => UPSTREAM, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("upstream_request_duration_seconds", "upstream" => UPSTREAM)
+            .record(started.elapsed().as_secs_f64());
+        match &sent {
+            Ok(response) => {
+                span.record("http.response.status_code", response.status().as_u16());
+                if response.status().is_server_error() {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        let response = sent.map_err(|e| TimezonesError::unavailable(&e, e.is_connect()))?;
         match response.status() {
             StatusCode::OK => {}
             // Only the service's own "unknown zone" problem means the zone is bad; any other 404

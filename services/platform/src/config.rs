@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::faults::FaultConfig;
-use crate::telemetry::{LogConfig, LogFormat};
+use crate::telemetry::{LogConfig, LogFormat, TraceConfig};
 
 /// A setting that is missing or cannot be used. Its `Display` is the one line the process prints
 /// before it exits, so it always names the setting; it never contains a secret value.
@@ -151,11 +151,24 @@ impl Env {
     }
 }
 
-/// Settings every service has: where it listens, how it logs, and its HTTP limits.
+/// What differs between the services before any setting is read.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceDefaults {
+    /// The service's name in metrics, traces and logs.
+    pub name: &'static str,
+    pub bind_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+}
+
+/// Settings every service has: where it listens, how it logs and traces, and its HTTP limits.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    pub service: &'static str,
     pub bind_addr: SocketAddr,
+    /// Where `/metrics` is served, apart from the API.
+    pub metrics_addr: SocketAddr,
     pub log: LogConfig,
+    pub trace: TraceConfig,
     /// Largest request body accepted; larger bodies get 413.
     pub max_body_bytes: usize,
     /// How long in-flight requests may take to finish after a shutdown signal.
@@ -172,10 +185,13 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    pub fn from_env(env: &Env, default_bind: SocketAddr) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env, defaults: ServiceDefaults) -> Result<Self, ConfigError> {
         Ok(Self {
-            bind_addr: env.parse_or("BIND_ADDR", default_bind)?,
+            service: defaults.name,
+            bind_addr: env.parse_or("BIND_ADDR", defaults.bind_addr)?,
+            metrics_addr: env.parse_or("METRICS_ADDR", defaults.metrics_addr)?,
             log: LogConfig::from_env(env)?,
+            trace: TraceConfig::from_env(env, defaults.name)?,
             max_body_bytes: env.parse_or("MAX_BODY_BYTES", 64 * 1024)?,
             shutdown_grace: env.millis_or("SHUTDOWN_GRACE_MS", Duration::from_secs(20))?,
             drain_delay: env.millis_or("DRAIN_DELAY_MS", Duration::ZERO)?,
@@ -260,10 +276,18 @@ mod tests {
         assert_eq!(env.secret("API_KEY").unwrap_err().setting, "API_KEY_FILE");
     }
 
+    fn defaults() -> ServiceDefaults {
+        ServiceDefaults {
+            name: "test",
+            bind_addr: "127.0.0.1:1".parse().unwrap(),
+            metrics_addr: "127.0.0.1:2".parse().unwrap(),
+        }
+    }
+
     #[test]
     fn bad_values_name_their_setting() {
         let env = Env::from_pairs([("BIND_ADDR", "nowhere:port")]);
-        let err = ServerConfig::from_env(&env, "127.0.0.1:1".parse().unwrap()).unwrap_err();
+        let err = ServerConfig::from_env(&env, defaults()).unwrap_err();
         assert_eq!(err.setting, "BIND_ADDR");
         assert!(
             err.to_string()
@@ -271,14 +295,14 @@ mod tests {
         );
 
         let env = Env::from_pairs([("LOG_FORMAT", "xml")]);
-        let err = ServerConfig::from_env(&env, "127.0.0.1:1".parse().unwrap()).unwrap_err();
+        let err = ServerConfig::from_env(&env, defaults()).unwrap_err();
         assert_eq!(err.setting, "LOG_FORMAT");
     }
 
     #[test]
     fn empty_value_counts_as_unset() {
         let env = Env::from_pairs([("BIND_ADDR", "")]);
-        let config = ServerConfig::from_env(&env, "127.0.0.1:1".parse().unwrap()).unwrap();
+        let config = ServerConfig::from_env(&env, defaults()).unwrap();
         assert_eq!(config.bind_addr.port(), 1);
     }
 }

@@ -1,5 +1,5 @@
 //! The middleware every request passes through, outermost first:
-//! request id + access log → panic guard → errors as problem+json → load shedding →
+//! request id, trace span, metrics and access log → panic guard → errors as problem+json → load shedding →
 //! deadline → fault injection → body size limit → routes.
 
 use std::sync::Arc;
@@ -45,6 +45,7 @@ pub fn standard_layers<E>(
     routes: E,
     config: &ServerConfig,
     faults: Faults,
+    templates: RouteTemplates,
 ) -> impl Endpoint<Output = Response> + use<E>
 where
     E: Endpoint + 'static,
@@ -60,7 +61,7 @@ where
         .around(move |ep, req| shed_load(ep, req, Arc::clone(&in_flight)))
         .around(errors_as_problems)
         .with(CatchPanic::new().with_handler(|_| Problem::internal().into_response()))
-        .around(request_id_and_log)
+        .around(move |ep, req| observe(ep, req, templates.clone()))
 }
 
 /// 503 at once when `max_concurrent_requests` are already in flight: a fast "try elsewhere"
@@ -143,9 +144,14 @@ async fn inject_faults<E: Endpoint>(
     ep.call(req).await
 }
 
-/// Honours a sane incoming `X-Request-ID` (so a caller's id follows the request across services)
-/// or makes one; echoes it; logs one line per request.
-async fn request_id_and_log<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
+/// Per request: honours a sane incoming `X-Request-ID` (so a caller's id follows the request
+/// across services) or makes one, and echoes it; continues the caller's trace in a server
+/// span; counts and times the request by route template; logs one line when it is done.
+async fn observe<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    routes: RouteTemplates,
+) -> poem::Result<Response> {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -154,11 +160,26 @@ async fn request_id_and_log<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::
         .filter(|id| is_acceptable_request_id(id))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let path = req.uri().path().to_owned();
+    let route = routes.find(&path);
     req.extensions_mut().insert(RequestId(request_id.clone()));
 
-    let span = tracing::info_span!("request", request_id = %request_id);
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %request_id,
+    );
+    crate::telemetry::continue_trace(&span, req.headers());
+    let (trace_id, span_id) = crate::telemetry::trace_ids(&span).unwrap_or_default();
+
+    let in_flight = metrics::gauge!("http_server_requests_in_flight");
+    in_flight.increment(1.0);
     let mut response = async move {
         match ep.call(req).await {
             Ok(response) => response.into_response(),
@@ -167,16 +188,138 @@ async fn request_id_and_log<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::
     }
     .instrument(span.clone())
     .await;
+    in_flight.decrement(1.0);
 
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    let status = response.status().as_u16();
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let status = response.status();
+    let elapsed = started.elapsed();
+    let class = status_class(status);
+    metrics::counter!(
+        "http_server_requests_total",
+        "method" => method, "route" => route, "status" => status.as_u16().to_string(), "status_class" => class,
+    )
+    .increment(1);
+    metrics::histogram!(
+        "http_server_request_duration_seconds",
+        "method" => method, "route" => route, "status_class" => class,
+    )
+    .record(elapsed.as_secs_f64());
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     span.in_scope(|| {
-        tracing::info!(%method, %path, status, duration_ms, "request completed");
+        tracing::info!(
+            method,
+            route,
+            %path,
+            status = status.as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            trace_id,
+            span_id,
+            "request completed"
+        );
     });
     Ok(response)
+}
+
+/// Methods as static labels; anything unusual is one label, so it cannot grow the series.
+fn method_label(method: &poem::http::Method) -> &'static str {
+    use poem::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// A service's routes: the OpenAPI operations, `/openapi.json` and Swagger UI at `/docs`, and
+/// the route templates of all of them for metrics and spans.
+pub fn api_routes<T, W>(api: poem_openapi::OpenApiService<T, W>) -> (poem::Route, RouteTemplates)
+where
+    T: poem_openapi::OpenApi + 'static,
+    W: poem_openapi::Webhook + 'static,
+{
+    let templates = RouteTemplates::from_openapi(&api.spec(), &["/openapi.json", "/docs"]);
+    let routes = poem::Route::new()
+        .at("/openapi.json", api.spec_endpoint())
+        .nest("/docs", api.swagger_ui())
+        .nest("/", api);
+    (routes, templates)
+}
+
+/// Maps a request path to the route template it matched (`/v1/items/{id}`), the only path
+/// label metrics and spans use: raw paths would make a series per item.
+#[derive(Clone)]
+pub struct RouteTemplates(Arc<Vec<(Vec<Option<&'static str>>, &'static str)>>);
+
+/// The label for paths that match no route (404 scans), so they share one series.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+impl RouteTemplates {
+    /// `{name}` segments match any one segment; a trailing one also matches several (zone
+    /// names such as `America/New_York` contain `/`). Templates live for the whole process.
+    pub fn new<S: AsRef<str>>(templates: impl IntoIterator<Item = S>) -> Self {
+        let mut parsed: Vec<(Vec<Option<&'static str>>, &'static str)> = templates
+            .into_iter()
+            .map(|t| {
+                let template: &'static str = Box::leak(t.as_ref().to_owned().into_boxed_str());
+                let segments = template
+                    .split('/')
+                    .map(|seg| (!(seg.starts_with('{') && seg.ends_with('}'))).then_some(seg))
+                    .collect();
+                (segments, template)
+            })
+            .collect();
+        // Literal segments win over parameters: `/admin/faults` before `/admin/{x}`.
+        parsed.sort_by_key(|(segments, _)| std::cmp::Reverse(segments.iter().flatten().count()));
+        Self(Arc::new(parsed))
+    }
+
+    /// The templates of an OpenAPI document's paths, plus `extra` (routes outside it).
+    pub fn from_openapi(spec_json: &str, extra: &[&str]) -> Self {
+        let spec: serde_json::Value = serde_json::from_str(spec_json).unwrap_or_default();
+        let paths = spec["paths"]
+            .as_object()
+            .map(|paths| paths.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        Self::new(paths.into_iter().chain(extra.iter().map(|s| (*s).to_owned())))
+    }
+
+    pub fn find(&self, path: &str) -> &'static str {
+        let parts: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            .find(|(segments, _)| matches_template(segments, &parts))
+            .map_or(UNMATCHED_ROUTE, |(_, template)| template)
+    }
+}
+
+fn matches_template(segments: &[Option<&str>], parts: &[&str]) -> bool {
+    let tail_param = matches!(segments.last(), Some(None));
+    let length_ok = parts.len() == segments.len() || (tail_param && parts.len() > segments.len());
+    length_ok
+        && segments.iter().zip(parts).all(|(segment, part)| match segment {
+            Some(literal) => literal == part,
+            None => !part.is_empty(),
+        })
 }
 
 fn is_acceptable_request_id(id: &str) -> bool {
@@ -235,6 +378,27 @@ async fn limit_body<E: Endpoint>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_map_to_their_route_templates() {
+        let routes = RouteTemplates::new([
+            "/v1/items",
+            "/v1/items/{id}",
+            "/v1/timezones/{zone}",
+            "/admin/faults",
+            "/healthz",
+        ]);
+        assert_eq!(routes.find("/v1/items"), "/v1/items");
+        assert_eq!(routes.find("/v1/items/0192-abc"), "/v1/items/{id}");
+        assert_eq!(routes.find("/v1/timezones/UTC"), "/v1/timezones/{zone}");
+        assert_eq!(routes.find("/v1/timezones/America/New_York"), "/v1/timezones/{zone}");
+        // A trailing parameter may span segments; the router still answers 404 for this.
+        assert_eq!(routes.find("/v1/items/a/b"), "/v1/items/{id}");
+        assert_eq!(routes.find("/v2/items/a"), UNMATCHED_ROUTE);
+        assert_eq!(routes.find("/v1/items/"), UNMATCHED_ROUTE);
+        assert_eq!(routes.find("/wp-admin.php"), UNMATCHED_ROUTE);
+        assert_eq!(routes.find("/admin/faults"), "/admin/faults");
+    }
 
     #[test]
     fn request_ids_are_bounded_and_plain() {

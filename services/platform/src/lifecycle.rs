@@ -15,7 +15,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::config::ConfigError;
 use crate::problem::Problem;
-use crate::telemetry::LogConfig;
+use crate::config::ServerConfig;
 
 /// Shared readiness: false from the moment shutdown begins.
 #[derive(Debug, Clone)]
@@ -182,15 +182,46 @@ impl BoundServer {
         tracing::info!("stopped");
         Ok(())
     }
+
+    /// Serves the API on this socket and `/metrics` on `metrics`, until `stop`: the API
+    /// drains as in [`BoundServer::serve`]; the metrics port closes after it, so scrapes see
+    /// the drain to the end.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn serve_with_metrics<E: Endpoint + 'static>(
+        self,
+        app: E,
+        metrics: BoundServer,
+        handle: metrics_exporter_prometheus::PrometheusHandle,
+        readiness: Readiness,
+        drain_delay: Duration,
+        grace: Duration,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (api_done, metrics_stop) = tokio::sync::oneshot::channel::<()>();
+        tracing::info!(addr = %metrics.local_addr, "metrics listening");
+        let metrics_server = tokio::spawn(
+            Server::new_with_acceptor(metrics.acceptor).run_with_graceful_shutdown(
+                crate::metrics::routes(handle),
+                async move {
+                    let _ = metrics_stop.await;
+                },
+                Some(Duration::from_secs(1)),
+            ),
+        );
+        let served = self.serve(app, readiness, drain_delay, grace, stop).await;
+        let _ = api_done.send(());
+        let _ = metrics_server.await;
+        served
+    }
 }
 
 /// The whole of a service's `main`: bad configuration exits 2 with one line naming the setting
-/// (before any logging is set up, so it is never lost in JSON); then logging starts and `run`
-/// builds and serves; a failure after that exits 1.
+/// (before any logging is set up, so it is never lost in JSON); then logs and traces start and
+/// `run` builds and serves; a failure after that exits 1. Buffered spans are flushed at exit.
 pub async fn run_service<S, E, Fut>(
     name: &str,
     settings: Result<S, ConfigError>,
-    log_config: impl FnOnce(&S) -> &LogConfig,
+    server_config: impl FnOnce(&S) -> &ServerConfig,
     run: impl FnOnce(S) -> Fut,
 ) -> std::process::ExitCode
 where
@@ -204,13 +235,23 @@ where
             return std::process::ExitCode::from(2);
         }
     };
-    crate::telemetry::init_logging(log_config(&settings));
-    match run(settings).await {
+    let server = server_config(&settings);
+    let telemetry = match crate::telemetry::init(&server.log, &server.trace) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let code = match run(settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "{name} failed");
             eprintln!("{name}: {e}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // The exporter's blocking client must not be dropped on the async runtime.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
 }

@@ -1,7 +1,20 @@
-//! Logging set-up: JSON lines by default (one object per event, with the request span's fields),
-//! human-readable when `LOG_FORMAT=pretty`.
+//! Logs and traces. Logs are JSON lines by default (one object per event, with the request
+//! span's fields), human-readable when `LOG_FORMAT=pretty`. Traces are OpenTelemetry spans,
+//! exported over OTLP/HTTP when the standard `OTEL_EXPORTER_OTLP_*` endpoint variables are set;
+//! trace context is read and written as W3C `traceparent` and as B3, so callers and the mesh
+//! (Linkerd ≤ 2.18 speaks B3, 2.19+ prefers W3C) join one trace.
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_propagator_b3::{B3Encoding, Propagator as B3Propagator};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
+
+use crate::config::{ConfigError, Env};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -16,22 +29,203 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-/// Installs the global subscriber. Calling it again (as tests do) keeps the first one.
-pub fn init_logging(config: &LogConfig) {
-    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let _already_installed = match config.format {
-        LogFormat::Json => builder
+/// Tracing settings, from the OpenTelemetry SDK's standard variables.
+#[derive(Debug, Clone)]
+pub struct TraceConfig {
+    /// `OTEL_SERVICE_NAME`, or the binary's name.
+    pub service_name: String,
+    /// Whether spans leave the process: an OTLP endpoint is set and the SDK is not disabled.
+    pub export: bool,
+    pub sampler: SamplerConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SamplerConfig {
+    AlwaysOn,
+    AlwaysOff,
+    Ratio(f64),
+    ParentBased(Box<SamplerConfig>),
+}
+
+impl TraceConfig {
+    pub fn from_env(env: &Env, default_service_name: &str) -> Result<Self, ConfigError> {
+        let endpoint_set = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+            || env.get("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+        let disabled = env.get("OTEL_SDK_DISABLED") == Some("true")
+            || env.get("OTEL_TRACES_EXPORTER") == Some("none");
+        let ratio = || -> Result<f64, ConfigError> {
+            let ratio: f64 = env.parse_or("OTEL_TRACES_SAMPLER_ARG", 1.0)?;
+            if (0.0..=1.0).contains(&ratio) {
+                Ok(ratio)
+            } else {
+                Err(ConfigError::new("OTEL_TRACES_SAMPLER_ARG", "must be between 0.0 and 1.0"))
+            }
+        };
+        let parent_based = |root| SamplerConfig::ParentBased(Box::new(root));
+        let sampler = match env.get("OTEL_TRACES_SAMPLER").unwrap_or("parentbased_traceidratio") {
+            "always_on" => SamplerConfig::AlwaysOn,
+            "always_off" => SamplerConfig::AlwaysOff,
+            "traceidratio" => SamplerConfig::Ratio(ratio()?),
+            "parentbased_always_on" => parent_based(SamplerConfig::AlwaysOn),
+            "parentbased_always_off" => parent_based(SamplerConfig::AlwaysOff),
+            "parentbased_traceidratio" => parent_based(SamplerConfig::Ratio(ratio()?)),
+            other => {
+                return Err(ConfigError::new(
+                    "OTEL_TRACES_SAMPLER",
+                    format!("{other:?} is not a supported sampler"),
+                ));
+            }
+        };
+        Ok(Self {
+            service_name: env.string_or("OTEL_SERVICE_NAME", default_service_name),
+            export: endpoint_set && !disabled,
+            sampler,
+        })
+    }
+}
+
+impl SamplerConfig {
+    fn build(&self) -> Sampler {
+        match self {
+            Self::AlwaysOn => Sampler::AlwaysOn,
+            Self::AlwaysOff => Sampler::AlwaysOff,
+            Self::Ratio(r) => Sampler::TraceIdRatioBased(*r),
+            Self::ParentBased(root) => Sampler::ParentBased(Box::new(root.build())),
+        }
+    }
+}
+
+/// Keeps the tracer provider alive; `shutdown` flushes spans still buffered.
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl TelemetryGuard {
+    pub fn shutdown(self) {
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// Installs the global log subscriber, tracer and propagators. Spans are always created (so
+/// every log line carries a trace id and context is passed on to timezones), and exported
+/// only when an OTLP endpoint is configured. Calling it again (as tests do) keeps the first.
+pub fn init(log: &LogConfig, trace: &TraceConfig) -> Result<TelemetryGuard, ConfigError> {
+    let mut provider = SdkTracerProvider::builder()
+        .with_sampler(trace.sampler.build())
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(trace.service_name.clone())
+                .build(),
+        );
+    if trace.export {
+        // Endpoint, headers and timeout come from the standard OTEL_EXPORTER_OTLP_* variables.
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .map_err(|e| ConfigError::new("OTEL_EXPORTER_OTLP_ENDPOINT", e.to_string()))?;
+        provider = provider.with_batch_exporter(exporter);
+    }
+    let provider = provider.build();
+    let tracer = provider.tracer("meridian");
+    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        // Later propagators win on extraction: W3C over B3 when a caller sends both.
+        Box::new(B3Propagator::with_encoding(B3Encoding::SingleAndMultiHeader)),
+        Box::new(TraceContextPropagator::new()),
+    ]));
+
+    let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
+    let fmt = match log.format {
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => fmt
             .compact()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .try_init(),
+            .with_filter(filter)
+            .boxed(),
     };
+    // Only our own spans become OpenTelemetry spans, whatever the log level.
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(LevelFilter::INFO)
+        .with_filter(filter_fn(|meta| {
+            meta.is_span()
+                && ["platform", "items", "timezones"]
+                    .iter()
+                    .any(|t| meta.target().starts_with(t))
+        }));
+    let _already_installed = Registry::default().with(fmt).with(spans).try_init();
+    Ok(TelemetryGuard { provider })
+}
+
+/// The trace and span ids of a tracing span, as hex, when it has an OpenTelemetry context.
+pub fn trace_ids(span: &tracing::Span) -> Option<(String, String)> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    })
+}
+
+/// Starts the current span's trace in `span` from the caller's headers (W3C or B3).
+pub fn continue_trace(span: &tracing::Span, headers: &poem::http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&opentelemetry_http::HeaderExtractor(headers))
+    });
+    let _ = span.set_parent(parent);
+}
+
+/// Writes `span`'s trace context into outgoing headers (W3C and B3).
+pub fn inject_trace(span: &tracing::Span, headers: &mut poem::http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut opentelemetry_http::HeaderInjector(headers))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_is_off_without_an_endpoint() {
+        let config = TraceConfig::from_env(&Env::from_pairs([]), "svc").unwrap();
+        assert!(!config.export);
+        assert_eq!(config.service_name, "svc");
+        assert_eq!(
+            config.sampler,
+            SamplerConfig::ParentBased(Box::new(SamplerConfig::Ratio(1.0)))
+        );
+    }
+
+    #[test]
+    fn export_follows_the_standard_variables() {
+        let on = Env::from_pairs([("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]);
+        assert!(TraceConfig::from_env(&on, "svc").unwrap().export);
+        let disabled = Env::from_pairs([
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ]);
+        assert!(!TraceConfig::from_env(&disabled, "svc").unwrap().export);
+    }
+
+    #[test]
+    fn bad_sampler_settings_are_named() {
+        let env = Env::from_pairs([("OTEL_TRACES_SAMPLER_ARG", "2")]);
+        assert_eq!(TraceConfig::from_env(&env, "s").unwrap_err().setting, "OTEL_TRACES_SAMPLER_ARG");
+        let env = Env::from_pairs([("OTEL_TRACES_SAMPLER", "sometimes")]);
+        assert_eq!(TraceConfig::from_env(&env, "s").unwrap_err().setting, "OTEL_TRACES_SAMPLER");
+    }
 }

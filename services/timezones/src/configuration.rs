@@ -2,10 +2,14 @@
 
 use std::net::SocketAddr;
 
-use platform::config::{ConfigError, Env, Secret, ServerConfig};
+use platform::config::{ConfigError, Env, Secret, ServerConfig, ServiceDefaults};
 
-pub const DEFAULT_BIND_ADDR: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8081);
+const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    name: "timezones",
+    bind_addr: SocketAddr::new(LOCALHOST, 8081),
+    metrics_addr: SocketAddr::new(LOCALHOST, 9465),
+};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -17,7 +21,7 @@ pub struct Settings {
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            server: ServerConfig::from_env(env, DEFAULT_BIND_ADDR)?,
+            server: ServerConfig::from_env(env, DEFAULTS)?,
             api_key: env.optional_secret("DUMMY_API_KEY")?,
         })
     }

@@ -7,7 +7,7 @@ async fn main() -> std::process::ExitCode {
     platform::lifecycle::run_service(
         "timezones",
         Settings::from_env(&Env::from_process()),
-        |settings| &settings.server.log,
+        |settings| &settings.server,
         |settings| async move {
             Application::build(settings)
                 .await?

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use platform::auth::ApiKeyVerifier;
 use platform::faults::{FaultApi, Faults};
 use platform::lifecycle::{BoundServer, HealthApi, Readiness};
-use poem::{Endpoint, EndpointExt, Request, Route};
+use metrics_exporter_prometheus::PrometheusHandle;
+use poem::{Endpoint, EndpointExt, Request};
 use poem_openapi::OpenApiService;
 
 use crate::api::{ConvertApi, ZonesApi};
@@ -13,6 +14,8 @@ use crate::configuration::Settings;
 
 pub struct Application {
     server: BoundServer,
+    metrics_server: BoundServer,
+    metrics: PrometheusHandle,
     settings: Settings,
     readiness: Readiness,
 }
@@ -20,8 +23,11 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> std::io::Result<Self> {
         let server = BoundServer::bind(settings.server.bind_addr).await?;
+        let metrics_server = BoundServer::bind(settings.server.metrics_addr).await?;
         Ok(Self {
             server,
+            metrics_server,
+            metrics: platform::metrics::install(settings.server.service),
             settings,
             readiness: Readiness::default(),
         })
@@ -29,6 +35,10 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_server.local_addr()
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
@@ -43,7 +53,15 @@ impl Application {
         let server = &self.settings.server;
         let (drain, grace) = (server.drain_delay, server.shutdown_grace);
         self.server
-            .serve(app, self.readiness, drain, grace, stop)
+            .serve_with_metrics(
+                app,
+                self.metrics_server,
+                self.metrics,
+                self.readiness,
+                drain,
+                grace,
+                stop,
+            )
             .await
     }
 }
@@ -62,12 +80,9 @@ fn routes(settings: &Settings, readiness: Readiness) -> impl Endpoint + 'static 
         env!("CARGO_PKG_VERSION"),
     )
     .description("IANA time zones: list, look up, and convert instants and local times.");
-    let routes = Route::new()
-        .at("/openapi.json", api.spec_endpoint())
-        .nest("/docs", api.swagger_ui())
-        .nest("/", api)
-        .before(|req| async move { Ok(encode_zone_slashes(req)) });
-    platform::http::standard_layers(routes, &settings.server, faults)
+    let (routes, templates) = platform::http::api_routes(api);
+    let routes = routes.before(|req| async move { Ok(encode_zone_slashes(req)) });
+    platform::http::standard_layers(routes, &settings.server, faults, templates)
 }
 
 /// IANA names contain `/` (`America/New_York`) and the contract takes them in the path as they

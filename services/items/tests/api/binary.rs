@@ -19,6 +19,7 @@ pub fn items_command() -> Command {
     command
         .env_clear()
         .env("BIND_ADDR", "127.0.0.1:0")
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .env("DUMMY_API_KEY", KEY)
         .env("SECRET_MESSAGE", SECRET)
         .env(

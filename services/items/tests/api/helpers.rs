@@ -61,7 +61,8 @@ impl LoggedProcess {
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if event["message"] == "listening" {
+                // Ours, not the web framework's own "listening" lines.
+                if event["message"] == "listening" && event["target"] == "platform::lifecycle" {
                     let _ = addr_tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
                 }
                 lines.lock().unwrap().push(line);
@@ -131,6 +132,7 @@ impl TimezonesProcess {
             Command::new(sibling_binary("timezones"))
                 .env_clear()
                 .env("BIND_ADDR", bind_addr)
+                .env("METRICS_ADDR", "127.0.0.1:0")
                 .env("LOG_FORMAT", "json")
                 .envs(env.iter().map(|(k, v)| (k, v))),
         );
@@ -274,6 +276,7 @@ impl Drop for TestDb {
 
 pub struct TestApp {
     pub address: String,
+    pub metrics_address: String,
     pub client: reqwest::Client,
     pub timezones: Option<TimezonesProcess>,
     pub db: TestDb,
@@ -330,6 +333,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let db = TestDb::create(options.db).await;
     let mut env = vec![
         ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
         ("DATABASE_URL", db.url.clone()),
         ("TIMEZONES_URL", timezones_url),
         ("TIMEZONES_TIMEOUT_MS", "2000".to_owned()),
@@ -343,6 +347,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .expect("test settings are valid");
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://{}", app.local_addr());
+    let metrics_address = format!("http://{}", app.metrics_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async move {
@@ -353,6 +358,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     });
     TestApp {
         address,
+        metrics_address,
         client: reqwest::Client::new(),
         timezones,
         db,
