@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use platform::auth::ApiKeyVerifier;
 use platform::faults::{FaultApi, Faults};
 use platform::lifecycle::{BoundServer, HealthApi, Readiness, ReadinessCheck};
-use metrics_exporter_prometheus::PrometheusHandle;
 use poem::Endpoint;
 use poem_openapi::OpenApiService;
 
@@ -52,12 +52,13 @@ impl Application {
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
         let metrics_addr = settings.server.metrics_addr;
-        let metrics_server = BoundServer::bind(metrics_addr)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: metrics_addr,
-                source,
-            })?;
+        let metrics_server =
+            BoundServer::bind(metrics_addr)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: metrics_addr,
+                    source,
+                })?;
         let metrics = platform::metrics::install(settings.server.service);
         let store = Store::connect(
             settings.database_url.expose(),

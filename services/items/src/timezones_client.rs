@@ -225,11 +225,16 @@ impl TimezonesClient {
             .get(self.convert_url.clone())
             .query(&query)
             .timeout(timeout)
-            .header(platform::http::TIMEOUT_HEADER, timeout.as_millis().to_string())
+            .header(
+                platform::http::TIMEOUT_HEADER,
+                timeout.as_millis().to_string(),
+            )
             .build()
             .map_err(|e| TimezonesError::unavailable(&e, false))?;
         if let Some(id) = request_id.and_then(|id| id.parse().ok()) {
-            request.headers_mut().insert(platform::http::REQUEST_ID_HEADER, id);
+            request
+                .headers_mut()
+                .insert(platform::http::REQUEST_ID_HEADER, id);
         }
         let span = tracing::info_span!(
             "GET /v1/convert",

@@ -268,7 +268,13 @@ where
 /// Maps a request path to the route template it matched (`/v1/items/{id}`), the only path
 /// label metrics and spans use: raw paths would make a series per item.
 #[derive(Clone)]
-pub struct RouteTemplates(Arc<Vec<(Vec<Option<&'static str>>, &'static str)>>);
+pub struct RouteTemplates(Arc<Vec<Template>>);
+
+/// A route template split into segments: `Some(literal)` or `None` for a `{parameter}`.
+struct Template {
+    segments: Vec<Option<&'static str>>,
+    text: &'static str,
+}
 
 /// The label for paths that match no route (404 scans), so they share one series.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -277,19 +283,19 @@ impl RouteTemplates {
     /// `{name}` segments match any one segment; a trailing one also matches several (zone
     /// names such as `America/New_York` contain `/`). Templates live for the whole process.
     pub fn new<S: AsRef<str>>(templates: impl IntoIterator<Item = S>) -> Self {
-        let mut parsed: Vec<(Vec<Option<&'static str>>, &'static str)> = templates
+        let mut parsed: Vec<Template> = templates
             .into_iter()
             .map(|t| {
-                let template: &'static str = Box::leak(t.as_ref().to_owned().into_boxed_str());
-                let segments = template
+                let text: &'static str = Box::leak(t.as_ref().to_owned().into_boxed_str());
+                let segments = text
                     .split('/')
                     .map(|seg| (!(seg.starts_with('{') && seg.ends_with('}'))).then_some(seg))
                     .collect();
-                (segments, template)
+                Template { segments, text }
             })
             .collect();
         // Literal segments win over parameters: `/admin/faults` before `/admin/{x}`.
-        parsed.sort_by_key(|(segments, _)| std::cmp::Reverse(segments.iter().flatten().count()));
+        parsed.sort_by_key(|t| std::cmp::Reverse(t.segments.iter().flatten().count()));
         Self(Arc::new(parsed))
     }
 
@@ -300,15 +306,19 @@ impl RouteTemplates {
             .as_object()
             .map(|paths| paths.keys().cloned().collect::<Vec<_>>())
             .unwrap_or_default();
-        Self::new(paths.into_iter().chain(extra.iter().map(|s| (*s).to_owned())))
+        Self::new(
+            paths
+                .into_iter()
+                .chain(extra.iter().map(|s| (*s).to_owned())),
+        )
     }
 
     pub fn find(&self, path: &str) -> &'static str {
         let parts: Vec<&str> = path.split('/').collect();
         self.0
             .iter()
-            .find(|(segments, _)| matches_template(segments, &parts))
-            .map_or(UNMATCHED_ROUTE, |(_, template)| template)
+            .find(|t| matches_template(&t.segments, &parts))
+            .map_or(UNMATCHED_ROUTE, |t| t.text)
     }
 }
 
@@ -316,10 +326,13 @@ fn matches_template(segments: &[Option<&str>], parts: &[&str]) -> bool {
     let tail_param = matches!(segments.last(), Some(None));
     let length_ok = parts.len() == segments.len() || (tail_param && parts.len() > segments.len());
     length_ok
-        && segments.iter().zip(parts).all(|(segment, part)| match segment {
-            Some(literal) => literal == part,
-            None => !part.is_empty(),
-        })
+        && segments
+            .iter()
+            .zip(parts)
+            .all(|(segment, part)| match segment {
+                Some(literal) => literal == part,
+                None => !part.is_empty(),
+            })
 }
 
 fn is_acceptable_request_id(id: &str) -> bool {
@@ -391,7 +404,10 @@ mod tests {
         assert_eq!(routes.find("/v1/items"), "/v1/items");
         assert_eq!(routes.find("/v1/items/0192-abc"), "/v1/items/{id}");
         assert_eq!(routes.find("/v1/timezones/UTC"), "/v1/timezones/{zone}");
-        assert_eq!(routes.find("/v1/timezones/America/New_York"), "/v1/timezones/{zone}");
+        assert_eq!(
+            routes.find("/v1/timezones/America/New_York"),
+            "/v1/timezones/{zone}"
+        );
         // A trailing parameter may span segments; the router still answers 404 for this.
         assert_eq!(routes.find("/v1/items/a/b"), "/v1/items/{id}");
         assert_eq!(routes.find("/v2/items/a"), UNMATCHED_ROUTE);

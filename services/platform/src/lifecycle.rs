@@ -14,8 +14,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::config::ConfigError;
-use crate::problem::Problem;
 use crate::config::ServerConfig;
+use crate::problem::Problem;
 
 /// Shared readiness: false from the moment shutdown begins.
 #[derive(Debug, Clone)]

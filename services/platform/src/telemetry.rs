@@ -58,11 +58,17 @@ impl TraceConfig {
             if (0.0..=1.0).contains(&ratio) {
                 Ok(ratio)
             } else {
-                Err(ConfigError::new("OTEL_TRACES_SAMPLER_ARG", "must be between 0.0 and 1.0"))
+                Err(ConfigError::new(
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    "must be between 0.0 and 1.0",
+                ))
             }
         };
         let parent_based = |root| SamplerConfig::ParentBased(Box::new(root));
-        let sampler = match env.get("OTEL_TRACES_SAMPLER").unwrap_or("parentbased_traceidratio") {
+        let sampler = match env
+            .get("OTEL_TRACES_SAMPLER")
+            .unwrap_or("parentbased_traceidratio")
+        {
             "always_on" => SamplerConfig::AlwaysOn,
             "always_off" => SamplerConfig::AlwaysOff,
             "traceidratio" => SamplerConfig::Ratio(ratio()?),
@@ -129,7 +135,9 @@ pub fn init(log: &LogConfig, trace: &TraceConfig) -> Result<TelemetryGuard, Conf
     let tracer = provider.tracer("meridian");
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
         // Later propagators win on extraction: W3C over B3 when a caller sends both.
-        Box::new(B3Propagator::with_encoding(B3Encoding::SingleAndMultiHeader)),
+        Box::new(B3Propagator::with_encoding(
+            B3Encoding::SingleAndMultiHeader,
+        )),
         Box::new(TraceContextPropagator::new()),
     ]));
 
@@ -224,8 +232,14 @@ mod tests {
     #[test]
     fn bad_sampler_settings_are_named() {
         let env = Env::from_pairs([("OTEL_TRACES_SAMPLER_ARG", "2")]);
-        assert_eq!(TraceConfig::from_env(&env, "s").unwrap_err().setting, "OTEL_TRACES_SAMPLER_ARG");
+        assert_eq!(
+            TraceConfig::from_env(&env, "s").unwrap_err().setting,
+            "OTEL_TRACES_SAMPLER_ARG"
+        );
         let env = Env::from_pairs([("OTEL_TRACES_SAMPLER", "sometimes")]);
-        assert_eq!(TraceConfig::from_env(&env, "s").unwrap_err().setting, "OTEL_TRACES_SAMPLER");
+        assert_eq!(
+            TraceConfig::from_env(&env, "s").unwrap_err().setting,
+            "OTEL_TRACES_SAMPLER"
+        );
     }
 }

@@ -2,10 +2,10 @@
 
 use std::net::SocketAddr;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use platform::auth::ApiKeyVerifier;
 use platform::faults::{FaultApi, Faults};
 use platform::lifecycle::{BoundServer, HealthApi, Readiness};
-use metrics_exporter_prometheus::PrometheusHandle;
 use poem::{Endpoint, EndpointExt, Request};
 use poem_openapi::OpenApiService;
 

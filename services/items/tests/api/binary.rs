@@ -163,6 +163,37 @@ async fn secrets_from_files_work_and_never_reach_the_logs() {
             "every log line is JSON: {line}"
         );
     }
+    let requests: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["message"] == "request completed")
+        .collect();
+    assert!(requests.len() >= 4, "one line per request");
+    let is_hex = |v: &Value, len: usize| {
+        v.as_str()
+            .is_some_and(|s| s.len() == len && s.chars().all(|c| c.is_ascii_hexdigit()))
+    };
+    for event in &requests {
+        assert!(
+            event["method"].is_string() && event["route"].is_string(),
+            "{event}"
+        );
+        assert!(
+            event["status"].is_u64() && event["duration_ms"].is_f64(),
+            "{event}"
+        );
+        assert!(
+            is_hex(&event["trace_id"], 32) && is_hex(&event["span_id"], 16),
+            "{event}"
+        );
+        assert!(event["span"]["request_id"].is_string(), "{event}");
+    }
+    assert!(
+        requests
+            .iter()
+            .any(|e| e["route"] == "/v1/items" && e["method"] == "POST" && e["status"] == 201),
+        "the create is logged by route template"
+    );
     for text in [&logs, &stderr] {
         assert!(!text.contains(KEY), "the API key leaked into the logs");
         assert!(

@@ -7,6 +7,7 @@ mod helpers;
 mod items;
 mod lifecycle;
 mod local_times;
+mod observability;
 mod resilience;
 mod secret;
 mod service;

@@ -16,7 +16,10 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like `spawn_app`, with extra settings.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
-    let mut env = vec![("BIND_ADDR", "127.0.0.1:0"), ("METRICS_ADDR", "127.0.0.1:0")];
+    let mut env = vec![
+        ("BIND_ADDR", "127.0.0.1:0"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ];
     env.extend_from_slice(extra);
     let settings = Settings::from_env(&Env::from_pairs(env)).expect("test settings are valid");
     let app = Application::build(settings).await.expect("app builds");
