@@ -8,6 +8,7 @@ source scripts/lib/common.sh
 
 step "Installing what the tests need"
 ensure_postgresql
+ensure_observability_tools
 ensure_rust_components
 
 step "Formatting and lints"
@@ -24,6 +25,9 @@ export MERIDIAN_TEST_POSTGRES_URL="$TEST_POSTGRES_URL"
 step "Tests"
 results=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$results"
+
+step "Observability: rules, dashboards and alerts against a real Prometheus under k6 load"
+observability/verify.sh
 
 step "The README's run command, end to end"
 scripts/smoke-run.sh

