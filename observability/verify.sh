@@ -100,14 +100,18 @@ exprs = [
 ]
 params = {}
 for i, e in enumerate(exprs):
-    params.update({f"g{i}.expr": e, f"g{i}.tab": "0", f"g{i}.range_input": "2m", f"g{i}.stacked": "0"})
+    params.update({f"g{i}.expr": e, f"g{i}.tab": "0", f"g{i}.range_input": "40s", f"g{i}.stacked": "0"})
 url = f"http://{addr}/graph?" + urllib.parse.urlencode(params)
 subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--hide-scrollbars", "--window-size=1400,1500",
+                "--disable-sync", "--hide-scrollbars", "--window-size=1400,1900",
                 "--virtual-time-budget=8000", f"--screenshot={out}", url],
                check=True, capture_output=True, timeout=120)
-print(f"screenshot: {out}")
+with open(out, "rb") as png:
+    header = png.read(24)
+width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+assert header[:8] == b"\x89PNG\r\n\x1a\n" and (width, height) == (1400, 1900), (header, width, height)
+print(f"screenshot: {out} ({width}x{height})")
 PY
 fi
 

@@ -27,7 +27,9 @@ results=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$results"
 
 step "Observability: rules, dashboards and alerts against a real Prometheus under k6 load"
-observability/verify.sh
+screenshot=$(mktemp --suffix=.png)
+SCREENSHOT=$screenshot observability/verify.sh
+rm -f "$screenshot"
 
 step "The README's run command, end to end"
 scripts/smoke-run.sh

