@@ -71,13 +71,13 @@ prometheus --config.file="$scratch/prometheus.yml" --storage.tsdb.path="$scratch
 pids+=($!)
 wait_for "http://$prometheus_addr/-/ready" prometheus
 
+curl -fsS -o /dev/null "http://$items_addr/v1/greeting?tz=UTC" # one healthy hop first
 # Faults: items' item and greeting routes take 300 ms and half of them fail, and timezones
 # fails every conversion (so items' circuit opens and it falls back).
 admin() { curl -fsS -o /dev/null -X PUT "http://$1/admin/faults" -H "X-API-Key: $key" \
   -H 'Content-Type: application/json' -d "$2"; }
 admin "$timezones_addr" '{"error_rate": 1.0, "paths": ["/v1/convert"]}'
 admin "$items_addr" '{"delay_ms": 300, "error_rate": 0.5, "paths": ["/v1/items", "/v1/greeting"]}'
-curl -fsS -o /dev/null "http://$items_addr/v1/greeting" # warm up
 echo "==> k6: ${K6_DURATION:-20s} of mixed traffic at ${K6_RATE:-40}/s (faults on)"
 k6 run --no-usage-report --quiet --summary-export "$scratch/k6.json" \
   -e ITEMS_URL="http://$items_addr" -e TIMEZONES_URL="http://$timezones_addr" -e API_KEY=$key \
