@@ -135,13 +135,7 @@ pub fn init(log: &LogConfig, trace: &TraceConfig) -> Result<TelemetryGuard, Conf
     }
     let provider = provider.build();
     let tracer = provider.tracer("meridian");
-    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-        // Later propagators win on extraction: W3C over B3 when a caller sends both.
-        Box::new(B3Propagator::with_encoding(
-            B3Encoding::SingleAndMultiHeader,
-        )),
-        Box::new(TraceContextPropagator::new()),
-    ]));
+    opentelemetry::global::set_text_map_propagator(propagator());
 
     let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"));
     // Lines are written by a background thread, so a request never waits on a write(2) to
@@ -185,6 +179,17 @@ pub fn init(log: &LogConfig, trace: &TraceConfig) -> Result<TelemetryGuard, Conf
         provider,
         _log_writer: log_writer,
     })
+}
+
+/// Reads and writes both W3C `traceparent` and B3 (single `b3` and multi `X-B3-*` headers).
+fn propagator() -> TextMapCompositePropagator {
+    TextMapCompositePropagator::new(vec![
+        // Later propagators win on extraction: W3C over B3 when a caller sends both.
+        Box::new(B3Propagator::with_encoding(
+            B3Encoding::SingleAndMultiHeader,
+        )),
+        Box::new(TraceContextPropagator::new()),
+    ])
 }
 
 /// What JSON log lines show of the span they were logged in: only its `request_id`. The
@@ -289,6 +294,43 @@ mod tests {
             ("OTEL_SDK_DISABLED", "true"),
         ]);
         assert!(!TraceConfig::from_env(&disabled, "svc").unwrap().export);
+    }
+
+    #[test]
+    fn trace_context_is_written_as_w3c_and_b3() {
+        use opentelemetry::propagation::TextMapPropagator;
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        let context = opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        ));
+        let mut headers = poem::http::HeaderMap::new();
+        propagator().inject_context(
+            &context,
+            &mut opentelemetry_http::HeaderInjector(&mut headers),
+        );
+        assert_eq!(
+            headers["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(headers["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(headers["x-b3-spanid"], "00f067aa0ba902b7");
+        assert!(
+            headers["b3"]
+                .to_str()
+                .unwrap()
+                .starts_with("4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
+
+        let extracted = propagator().extract(&opentelemetry_http::HeaderExtractor(&headers));
+        assert_eq!(extracted.span().span_context().trace_id(), trace_id);
     }
 
     #[test]
