@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use metrics_exporter_prometheus::PrometheusHandle;
 use platform::auth::ApiKeyVerifier;
 use platform::faults::{FaultApi, Faults};
-use platform::lifecycle::{BoundServer, HealthApi, Readiness, ReadinessCheck};
+use platform::lifecycle::{BindError, HealthApi, Listeners, Readiness, ReadinessCheck};
 use poem::Endpoint;
 use poem_openapi::OpenApiService;
 
@@ -20,11 +19,8 @@ use crate::timezones_client::TimezonesClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("cannot open the database (DATABASE_URL): {0}")]
     Database(crate::store::StoreError),
     #[error("cannot build the timezones client: {0}")]
@@ -34,32 +30,17 @@ pub enum StartupError {
 }
 
 pub struct Application {
-    server: BoundServer,
-    metrics_server: BoundServer,
-    metrics: PrometheusHandle,
+    listeners: Listeners,
     settings: Settings,
     store: Store,
     clock: LocalClock,
-    readiness: Readiness,
 }
 
 impl Application {
     /// Binds the port, opens (and migrates) the database and builds the upstream client; any
     /// failure here stops the process before it reports ready.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let addr = settings.server.bind_addr;
-        let server = BoundServer::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
-        let metrics_addr = settings.server.metrics_addr;
-        let metrics_server =
-            BoundServer::bind(metrics_addr)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: metrics_addr,
-                    source,
-                })?;
-        let metrics = platform::metrics::install(settings.server.service);
+        let listeners = Listeners::bind(&settings.server).await?;
         let store = Store::connect(
             settings.database_url.expose(),
             settings.database_max_connections,
@@ -71,22 +52,19 @@ impl Application {
             TimezonesClient::new(settings.timezones.clone()).map_err(StartupError::HttpClient)?;
         let clock = LocalClock::new(client, settings.timezone_offset);
         Ok(Self {
-            server,
-            metrics_server,
-            metrics,
+            listeners,
             settings,
             store,
             clock,
-            readiness: Readiness::default(),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+        self.listeners.api_addr()
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_server.local_addr()
+        self.listeners.metrics_addr()
     }
 
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
@@ -101,23 +79,10 @@ impl Application {
             &self.settings,
             &self.store,
             &self.clock,
-            self.readiness.clone(),
+            self.listeners.readiness(),
         );
-        let server = &self.settings.server;
-        let (drain, grace) = (server.drain_delay, server.shutdown_grace);
         let counting = tokio::spawn(count_items(self.store.clone()));
-        let result = self
-            .server
-            .serve_with_metrics(
-                app,
-                self.metrics_server,
-                self.metrics,
-                self.readiness,
-                drain,
-                grace,
-                stop,
-            )
-            .await;
+        let result = self.listeners.serve(app, &self.settings.server, stop).await;
         counting.abort();
         self.store.close().await;
         result.map_err(StartupError::Serve)

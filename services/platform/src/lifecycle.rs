@@ -182,33 +182,81 @@ impl BoundServer {
         tracing::info!("stopped");
         Ok(())
     }
+}
 
-    /// Serves the API on this socket and `/metrics` on `metrics`, until `stop`: the API
-    /// drains as in [`BoundServer::serve`]; the metrics port closes after it, so scrapes see
-    /// the drain to the end.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn serve_with_metrics<E: Endpoint + 'static>(
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// What a service serves on: its API socket and its metrics socket (bound up front, so tests
+/// and logs learn the real ports), and the readiness flag the shutdown flips.
+pub struct Listeners {
+    api: BoundServer,
+    metrics: BoundServer,
+    metrics_handle: metrics_exporter_prometheus::PrometheusHandle,
+    readiness: Readiness,
+}
+
+impl Listeners {
+    /// Binds both sockets and installs the process's metrics recorder.
+    pub async fn bind(config: &ServerConfig) -> Result<Self, BindError> {
+        let bind = |addr| async move {
+            BoundServer::bind(addr)
+                .await
+                .map_err(|source| BindError { addr, source })
+        };
+        Ok(Self {
+            api: bind(config.bind_addr).await?,
+            metrics: bind(config.metrics_addr).await?,
+            metrics_handle: crate::metrics::install(config.service),
+            readiness: Readiness::default(),
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api.local_addr()
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.local_addr()
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Serves the API and `/metrics` until `stop`: the API drains as in [`BoundServer::serve`];
+    /// the metrics port closes after it, so scrapes see the drain to the end.
+    pub async fn serve<E: Endpoint + 'static>(
         self,
         app: E,
-        metrics: BoundServer,
-        handle: metrics_exporter_prometheus::PrometheusHandle,
-        readiness: Readiness,
-        drain_delay: Duration,
-        grace: Duration,
+        config: &ServerConfig,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (api_done, metrics_stop) = tokio::sync::oneshot::channel::<()>();
-        tracing::info!(addr = %metrics.local_addr, "metrics listening");
+        tracing::info!(addr = %self.metrics.local_addr, "metrics listening");
         let metrics_server = tokio::spawn(
-            Server::new_with_acceptor(metrics.acceptor).run_with_graceful_shutdown(
-                crate::metrics::routes(handle),
+            Server::new_with_acceptor(self.metrics.acceptor).run_with_graceful_shutdown(
+                crate::metrics::routes(self.metrics_handle),
                 async move {
                     let _ = metrics_stop.await;
                 },
                 Some(Duration::from_secs(1)),
             ),
         );
-        let served = self.serve(app, readiness, drain_delay, grace, stop).await;
+        let served = self
+            .api
+            .serve(
+                app,
+                self.readiness,
+                config.drain_delay,
+                config.shutdown_grace,
+                stop,
+            )
+            .await;
         let _ = api_done.send(());
         let _ = metrics_server.await;
         served

@@ -2,10 +2,9 @@
 
 use std::net::SocketAddr;
 
-use metrics_exporter_prometheus::PrometheusHandle;
 use platform::auth::ApiKeyVerifier;
 use platform::faults::{FaultApi, Faults};
-use platform::lifecycle::{BoundServer, HealthApi, Readiness};
+use platform::lifecycle::{HealthApi, Listeners, Readiness};
 use poem::{Endpoint, EndpointExt, Request};
 use poem_openapi::OpenApiService;
 
@@ -13,32 +12,27 @@ use crate::api::{ConvertApi, ZonesApi};
 use crate::configuration::Settings;
 
 pub struct Application {
-    server: BoundServer,
-    metrics_server: BoundServer,
-    metrics: PrometheusHandle,
+    listeners: Listeners,
     settings: Settings,
-    readiness: Readiness,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> std::io::Result<Self> {
-        let server = BoundServer::bind(settings.server.bind_addr).await?;
-        let metrics_server = BoundServer::bind(settings.server.metrics_addr).await?;
+        let listeners = Listeners::bind(&settings.server)
+            .await
+            .map_err(|e| std::io::Error::new(e.source.kind(), e.to_string()))?;
         Ok(Self {
-            server,
-            metrics_server,
-            metrics: platform::metrics::install(settings.server.service),
+            listeners,
             settings,
-            readiness: Readiness::default(),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+        self.listeners.api_addr()
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_server.local_addr()
+        self.listeners.metrics_addr()
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
@@ -49,20 +43,8 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = routes(&self.settings, self.readiness.clone());
-        let server = &self.settings.server;
-        let (drain, grace) = (server.drain_delay, server.shutdown_grace);
-        self.server
-            .serve_with_metrics(
-                app,
-                self.metrics_server,
-                self.metrics,
-                self.readiness,
-                drain,
-                grace,
-                stop,
-            )
-            .await
+        let app = routes(&self.settings, self.listeners.readiness());
+        self.listeners.serve(app, &self.settings.server, stop).await
     }
 }
 
