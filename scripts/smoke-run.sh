@@ -18,12 +18,16 @@ MERIDIAN_PROFILE=dev ITEMS_ADDR=$items_addr TIMEZONES_ADDR=$timezones_addr \
   DATABASE_URL="sqlite://$scratch/items.db" LOG_FORMAT=json scripts/run.sh >"$log" 2>&1 &
 run_pid=$!
 set +m
-cleanup() { kill -KILL -- "-$run_pid" 2>/dev/null || true; rm -rf "$scratch"; }
+cleanup() {
+  kill -KILL -- "-$run_pid" 2>/dev/null || true
+  wait "$run_pid" 2>/dev/null || true
+  rm -rf "$scratch"
+}
 trap cleanup EXIT
 fail() { echo "smoke-run: $*" >&2; cat "$log" >&2; exit 1; }
 
 for _ in $(seq 1 600); do
-  grep -q "Swagger UI: http://$items_addr/docs" "$log" && break
+  grep -qs "Swagger UI: http://$items_addr/docs" "$log" && break
   kill -0 "$run_pid" 2>/dev/null || fail "run.sh exited early"
   sleep 0.1
 done
