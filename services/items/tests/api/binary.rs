@@ -203,3 +203,39 @@ async fn secrets_from_files_work_and_never_reach_the_logs() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_probes_a_running_instance() {
+    let timezones = TimezonesProcess::start();
+    let db = TestDb::create(Db::Sqlite).await;
+    let items = LoggedProcess::start(
+        items_command()
+            .env("DATABASE_URL", &db.url)
+            .env("TIMEZONES_URL", &timezones.url),
+    );
+    let addr = items.address.trim_start_matches("http://");
+    let probe = |bind: &str| {
+        items_command()
+            .env("BIND_ADDR", bind)
+            .arg("healthcheck")
+            .output()
+            .expect("healthcheck runs")
+    };
+    let healthy = probe(addr);
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    let port = addr.rsplit_once(':').unwrap().1;
+    let all_interfaces = probe(&format!("0.0.0.0:{port}"));
+    assert_eq!(
+        all_interfaces.status.code(),
+        Some(0),
+        "0.0.0.0 is probed on loopback"
+    );
+    let nobody = probe(&crate::helpers::closed_port().to_string());
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("healthcheck"));
+}
