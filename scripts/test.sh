@@ -31,6 +31,10 @@ screenshot=$(mktemp --suffix=.png)
 SCREENSHOT=$screenshot observability/verify.sh
 rm -f "$screenshot"
 
+step "Container images: built from the Dockerfile and run hardened with podman"
+cargo build --release --locked --bins
+scripts/container-test.sh
+
 step "The README's run command, end to end"
 scripts/smoke-run.sh
 

@@ -1,0 +1,68 @@
+# Both services from one Dockerfile: `--target items` or `--target timezones`.
+#   docker build --target items -t meridian-items .
+# Base images are build arguments so a locally made base can stand in (see
+# scripts/container-test.sh, which builds and runs these images with podman, offline).
+ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+# The stage (or image) that provides /out/items and /out/timezones: `build` compiles them
+# here; a test passes an image holding binaries built outside.
+ARG BINARIES=build
+
+FROM ${RUST_IMAGE} AS chef
+# cargo-chef caches the dependency build in its own layer, rebuilt only when Cargo.lock changes.
+RUN cargo install cargo-chef --locked --version 0.1.73
+WORKDIR /src
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS build
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json
+COPY . .
+ARG MERIDIAN_GIT_COMMIT=unknown
+ENV MERIDIAN_GIT_COMMIT=${MERIDIAN_GIT_COMMIT}
+RUN cargo build --release --locked --bin items --bin timezones \
+    && mkdir -p /out && cp target/release/items target/release/timezones /out/
+
+FROM ${BINARIES} AS binaries
+
+FROM ${RUNTIME_IMAGE} AS items
+ARG VERSION=0.1.0
+ARG SOURCE_URL=unknown
+ARG MERIDIAN_GIT_COMMIT=unknown
+LABEL org.opencontainers.image.title="meridian-items" \
+      org.opencontainers.image.description="Items CRUD API of the meridian reference system" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.revision="${MERIDIAN_GIT_COMMIT}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=binaries /out/items /usr/local/bin/items
+ENV BIND_ADDR=0.0.0.0:8080 \
+    METRICS_ADDR=0.0.0.0:9464 \
+    DATABASE_URL=sqlite:///data/items.db
+USER 65532:65532
+EXPOSE 8080 9464
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["/usr/local/bin/items", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/items"]
+
+FROM ${RUNTIME_IMAGE} AS timezones
+ARG VERSION=0.1.0
+ARG SOURCE_URL=unknown
+ARG MERIDIAN_GIT_COMMIT=unknown
+LABEL org.opencontainers.image.title="meridian-timezones" \
+      org.opencontainers.image.description="IANA time zone API of the meridian reference system" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.revision="${MERIDIAN_GIT_COMMIT}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=binaries /out/timezones /usr/local/bin/timezones
+ENV BIND_ADDR=0.0.0.0:8081 \
+    METRICS_ADDR=0.0.0.0:9465
+USER 65532:65532
+EXPOSE 8081 9465
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["/usr/local/bin/timezones", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/timezones"]
