@@ -10,7 +10,7 @@ ARG BINARIES=build
 
 FROM ${RUST_IMAGE} AS chef
 # cargo-chef caches the dependency build in its own layer, rebuilt only when Cargo.lock changes.
-RUN cargo install cargo-chef --locked --version 0.1.73
+RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
 
 FROM chef AS planner
