@@ -107,4 +107,28 @@ for service in items timezones; do
   [ "$code" = 0 ] || fail "$service exited $code after SIGTERM"
 done
 podman logs meridian-items 2>&1 | grep -q '"message":"draining"' || fail "items did not drain"
+
+step "compose.yaml: valid, and both services run from it"
+command -v podman-compose >/dev/null || pip_install podman-compose==1.6.0
+[ -x /usr/lib/cni/dnsname ] || apt_install golang-github-containernetworking-plugin-dnsname
+podman-compose -f compose.yaml config >/dev/null
+# The images just built, SQLite instead of the PostgreSQL container (no registry to pull it
+# from here), free ports; --no-deps starts only our two services.
+compose=(env ITEMS_IMAGE=localhost/meridian-items:test TIMEZONES_IMAGE=localhost/meridian-timezones:test
+  ITEMS_DATABASE_URL=sqlite:///data/items.db ITEMS_PORT="$(free_port)" ITEMS_METRICS_PORT="$(free_port)"
+  TIMEZONES_PORT="$(free_port)" TIMEZONES_METRICS_PORT="$(free_port)"
+  podman-compose -f compose.yaml -p meridian-compose-test)
+compose_port=$(printf '%s\n' "${compose[@]}" | sed -n 's/^ITEMS_PORT=//p')
+"${compose[@]}" up -d --no-deps --no-build items timezones >"$scratch/compose.log" 2>&1 \
+  || { cat "$scratch/compose.log"; fail "podman-compose up failed"; }
+compose_down() { "${compose[@]}" down -t 5 >>"$scratch/compose.log" 2>&1 || true; }
+for _ in $(seq 1 100); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$compose_port/readyz" 2>/dev/null && break
+  sleep 0.1
+done
+greeting=$(curl -fsS "http://127.0.0.1:$compose_port/v1/greeting?tz=Europe/Paris") \
+  || { compose_down; cat "$scratch/compose.log"; fail "items from compose did not answer"; }
+compose_down
+echo "$greeting" | grep -q '"source":"timezones"' || fail "compose: no hop by service name: $greeting"
+echo "  compose hop: $greeting"
 echo "container-test: both images build, run hardened, cross the hop, report healthy and stop cleanly"
