@@ -26,6 +26,7 @@ ENV MERIDIAN_GIT_COMMIT=${MERIDIAN_GIT_COMMIT}
 RUN cargo build --release --locked --bin items --bin timezones \
     && mkdir -p /out && cp target/release/items target/release/timezones /out/
 
+# checkov:skip=CKV_DOCKER_7: BINARIES names a build stage (or a local test image), not a registry tag
 FROM ${BINARIES} AS binaries
 
 FROM ${RUNTIME_IMAGE} AS items

