@@ -34,7 +34,7 @@ done
 grep -q "Swagger UI: http://$items_addr/docs" "$log" || fail "no Swagger UI URL within 60 s"
 
 greeting=$(curl -fsS "http://$items_addr/v1/greeting?tz=Asia/Tokyo")
-echo "$greeting" | grep -q '"source":"timezones"' || fail "greeting did not cross the hop: $greeting"
+[[ $greeting == *'"source":"timezones"'* ]] || fail "greeting did not cross the hop: $greeting"
 status=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$items_addr/v1/items" \
   -H 'X-API-Key: local-dev-api-key-change-me' -H 'Content-Type: application/json' \
   -d '{"name":"smoke"}')
