@@ -35,6 +35,9 @@ step "Container images: built from the Dockerfile and run hardened with podman"
 cargo build --release --locked --bins
 scripts/container-test.sh
 
+step "What telemetry costs: throughput with telemetry off and on (figures, not a timed test)"
+BENCH_SECONDS=5 observability/bench-telemetry.sh
+
 step "The README's run command, end to end"
 scripts/smoke-run.sh
 

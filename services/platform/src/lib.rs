@@ -8,6 +8,7 @@ pub mod config;
 pub mod faults;
 pub mod http;
 pub mod lifecycle;
+pub mod log_writer;
 pub mod metrics;
 pub mod problem;
 pub mod telemetry;

@@ -105,7 +105,7 @@ impl SamplerConfig {
 /// lines still buffered.
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
-    _log_writer: tracing_appender::non_blocking::WorkerGuard,
+    _log_writer: crate::log_writer::LogWriterGuard,
 }
 
 impl TelemetryGuard {
@@ -138,16 +138,9 @@ pub fn init(log: &LogConfig, trace: &TraceConfig) -> Result<TelemetryGuard, Conf
     opentelemetry::global::set_text_map_propagator(propagator());
 
     let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    // Lines are written by a background thread, so a request never waits on a write(2) to
-    // stdout, and that thread writes whatever has queued up in one go (it flushes whenever
-    // the queue is empty, so no line waits). Not lossy: a full queue makes logging wait
-    // rather than drop lines.
-    let (writer, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ));
+    // Lines are buffered in memory and written by a background thread, so a request never
+    // waits on a write(2) to stdout nor wakes a thread per line (see `log_writer`).
+    let (writer, log_writer) = crate::log_writer::batched(std::io::stdout());
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt = match log.format {
         LogFormat::Json => fmt
@@ -165,8 +158,14 @@ pub fn init(log: &LogConfig, trace: &TraceConfig) -> Result<TelemetryGuard, Conf
             .boxed(),
     };
     // Only our own spans become OpenTelemetry spans, whatever the log level.
+    // Spans carry what the OpenTelemetry HTTP conventions ask for, not the layer's extras:
+    // busy/idle times (two clock reads per poll), thread ids and source locations cost
+    // throughput on every request and answer no operational question.
     let spans = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false)
         .with_filter(LevelFilter::INFO)
         .with_filter(filter_fn(|meta| {
             meta.is_span()
