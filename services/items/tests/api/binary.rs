@@ -239,3 +239,71 @@ async fn the_healthcheck_subcommand_probes_a_running_instance() {
     assert_eq!(nobody.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("healthcheck"));
 }
+
+/// Kubernetes starts several replicas at once against one fresh database: the migrations must
+/// run exactly once (the PostgreSQL migrator holds an advisory lock while it runs) and every
+/// replica must come up serving the same data.
+#[tokio::test]
+async fn replicas_starting_at_once_on_a_fresh_postgres_database_migrate_it_once() {
+    const REPLICAS: usize = 4;
+    let timezones = TimezonesProcess::start();
+    let db = TestDb::create(Db::Postgres).await;
+    let starts: Vec<_> = (0..REPLICAS)
+        .map(|_| {
+            let (url, timezones_url) = (db.url.clone(), timezones.url.clone());
+            std::thread::spawn(move || {
+                LoggedProcess::start(
+                    items_command()
+                        .env("DATABASE_URL", url)
+                        .env("TIMEZONES_URL", timezones_url),
+                )
+            })
+        })
+        .collect();
+    let replicas: Vec<LoggedProcess> = starts
+        .into_iter()
+        .map(|start| start.join().expect("every replica starts"))
+        .collect();
+
+    let client = reqwest::Client::new();
+    for replica in &replicas {
+        let ready = client
+            .get(format!("{}/readyz", replica.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200, "{} is not ready", replica.address);
+    }
+    let created: Value = client
+        .post(format!("{}/v1/items", replicas[0].address))
+        .header("X-API-Key", KEY)
+        .json(&serde_json::json!({"name": "seen by every replica"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for replica in &replicas[1..] {
+        let url = format!(
+            "{}/v1/items/{}",
+            replica.address,
+            created["id"].as_str().unwrap()
+        );
+        assert_eq!(client.get(url).send().await.unwrap().status(), 200);
+    }
+
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().path().extension() == Some("sql".as_ref()))
+        .count();
+    assert_eq!(applied as usize, files, "each migration is recorded once");
+}
