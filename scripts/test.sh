@@ -26,6 +26,9 @@ step "Tests"
 results=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$results"
 
+step "Kubernetes and Linkerd manifests: rendered, validated, tied to the code (k8s/tests/check.sh)"
+k8s/tests/check.sh
+
 step "Observability: rules, dashboards and alerts against a real Prometheus under k6 load"
 screenshot=$(mktemp --suffix=.png)
 SCREENSHOT=$screenshot observability/verify.sh

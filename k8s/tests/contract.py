@@ -1,0 +1,311 @@
+"""Contract checks between the rendered manifests and the code: every name, port, path, key
+and reference a manifest uses must exist on the other side. Each check returns a list of
+problems (empty when the contract holds); test_contract.py runs them on every overlay and
+proves each one fails on a broken copy.
+"""
+
+from __future__ import annotations
+
+import base64
+import pathlib
+import re
+import subprocess
+
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+OVERLAYS = ["dev", "prod"]
+SERVICES = ["items", "timezones"]
+# Names that exist outside these manifests, each for a stated reason.
+EXTERNAL_SERVICE_ACCOUNTS = {
+    # NGINX Gateway Fabric creates it for the Gateway "meridian" of GatewayClass "nginx".
+    "meridian-nginx",
+}
+EXTERNAL_POD_LABELS = {
+    # NGINX Gateway Fabric labels the Gateway's data plane pods with it.
+    ("gateway.networking.k8s.io/gateway-name", "meridian"),
+}
+# A setting is read by an `Env` method, or by a helper that takes `env` first.
+ENV_READERS = r"(?:\.(?:get|string_or|parse_or|millis_or|secret|optional_secret)\(|\(env,)\s*\"([A-Z][A-Z0-9_]+)\""
+SECRET_READERS = r"\.(?:secret|optional_secret)\(\s*\"([A-Z][A-Z0-9_]+)\""
+
+
+def render(path: str) -> list[dict]:
+    """`kubectl kustomize` of a directory under the repo, as a list of objects."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(REPO / path)], check=True, capture_output=True, text=True
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def settings_read_by(service: str) -> set[str]:
+    """Every environment variable the service's binary reads (its crate and the platform's),
+    including NAME_FILE for each secret."""
+    sources = [*(REPO / "services" / service / "src").rglob("*.rs"),
+               *(REPO / "services/platform/src").rglob("*.rs")]
+    text = "\n".join(p.read_text() for p in sources)
+    keys = set(re.findall(ENV_READERS, text))
+    return keys | {f"{key}_FILE" for key in re.findall(SECRET_READERS, text)}
+
+
+def of_kind(docs, kind, api_group=None):
+    return [d for d in docs if d["kind"] == kind
+            and (api_group is None or d["apiVersion"].startswith(api_group))]
+
+
+def named(docs, kind, name, api_group=None):
+    return next((d for d in of_kind(docs, kind, api_group) if d["metadata"]["name"] == name), None)
+
+
+def pod_specs(docs):
+    """(workload, pod template) for every Deployment and StatefulSet."""
+    return [(d, d["spec"]["template"]) for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+
+
+def selects(selector: dict | None, labels: dict) -> bool:
+    if not selector:
+        return False
+    match = selector.get("matchLabels", selector if "matchExpressions" not in selector else {})
+    return all(labels.get(k) == v for k, v in match.items())
+
+
+def pods_selected(docs, selector):
+    return [tpl for _, tpl in pod_specs(docs) if selects(selector, tpl["metadata"].get("labels", {}))]
+
+
+def port_names(template) -> dict[str, int]:
+    return {p["name"]: p["containerPort"]
+            for c in template["spec"]["containers"] for p in c.get("ports", []) if "name" in p}
+
+
+def configmap_data(docs, ref_name):
+    cm = named(docs, "ConfigMap", ref_name)
+    return cm.get("data", {}) if cm else None
+
+
+# --- checks ---------------------------------------------------------------------------------
+
+def check_selectors(docs) -> list[str]:
+    """Services, PDBs, NetworkPolicies, ServiceMonitors and Linkerd Servers select real pods, on
+    ports those pods have."""
+    problems = []
+    for svc in of_kind(docs, "Service"):
+        pods = pods_selected(docs, svc["spec"].get("selector"))
+        name = svc["metadata"]["name"]
+        if not pods:
+            problems.append(f"Service {name} selects no pods")
+        for port in svc["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            if pods and isinstance(target, str) and target not in port_names(pods[0]):
+                problems.append(f"Service {name} targets port {target!r}, which its pods lack")
+    for pdb in of_kind(docs, "PodDisruptionBudget"):
+        if not pods_selected(docs, pdb["spec"].get("selector")):
+            problems.append(f"PodDisruptionBudget {pdb['metadata']['name']} selects no pods")
+    for policy in of_kind(docs, "NetworkPolicy"):
+        selector = policy["spec"]["podSelector"]
+        external = any(selector.get("matchLabels", {}).get(k) == v for k, v in EXTERNAL_POD_LABELS)
+        pods = pods_selected(docs, selector)
+        if selector and not pods and not external:
+            problems.append(f"NetworkPolicy {policy['metadata']['name']} selects no pods")
+        for rule in policy["spec"].get("ingress", []):
+            for port in rule.get("ports", []):
+                if isinstance(port["port"], str) and pods and port["port"] not in port_names(pods[0]):
+                    problems.append(f"NetworkPolicy {policy['metadata']['name']} names port "
+                                    f"{port['port']!r}, which its pods lack")
+    for monitor in of_kind(docs, "ServiceMonitor"):
+        services = [s for s in of_kind(docs, "Service")
+                    if selects(monitor["spec"]["selector"], s["metadata"].get("labels", {}))]
+        if not services:
+            problems.append(f"ServiceMonitor {monitor['metadata']['name']} selects no Service")
+        for endpoint in monitor["spec"]["endpoints"]:
+            if services and endpoint["port"] not in [p["name"] for p in services[0]["spec"]["ports"]]:
+                problems.append(f"ServiceMonitor {monitor['metadata']['name']} scrapes port "
+                                f"{endpoint['port']!r}, which the Service lacks")
+    for server in of_kind(docs, "Server", "policy.linkerd.io"):
+        pods = pods_selected(docs, server["spec"]["podSelector"])
+        name = server["metadata"]["name"]
+        if not pods:
+            problems.append(f"Server {name} selects no pods")
+        elif server["spec"]["port"] not in port_names(pods[0]):
+            problems.append(f"Server {name} names port {server['spec']['port']!r}, which its pods lack")
+    return problems
+
+
+def check_references(docs) -> list[str]:
+    """Every object another object names exists: ServiceAccounts, ConfigMaps, Secrets, HPA
+    targets and containers, route parents and backends, policy targets and authentications."""
+    problems = []
+    accounts = {sa["metadata"]["name"] for sa in of_kind(docs, "ServiceAccount")}
+    secrets = {s["metadata"]["name"] for s in of_kind(docs, "Secret")} | {
+        s["spec"]["template"]["metadata"]["name"] for s in of_kind(docs, "SealedSecret")}
+    for workload, tpl in pod_specs(docs):
+        wname = workload["metadata"]["name"]
+        if tpl["spec"].get("serviceAccountName", "default") not in accounts:
+            problems.append(f"{wname} runs as ServiceAccount {tpl['spec'].get('serviceAccountName')!r}, "
+                            "which does not exist")
+        for c in tpl["spec"]["containers"]:
+            for source in c.get("envFrom", []):
+                if "configMapRef" in source and not named(docs, "ConfigMap", source["configMapRef"]["name"]):
+                    problems.append(f"{wname} reads ConfigMap {source['configMapRef']['name']!r}, which does not exist")
+        for volume in tpl["spec"].get("volumes", []):
+            if "secret" in volume and volume["secret"]["secretName"] not in secrets:
+                problems.append(f"{wname} mounts Secret {volume['secret']['secretName']!r}, which does not exist")
+    for hpa in of_kind(docs, "HorizontalPodAutoscaler"):
+        target = named(docs, hpa["spec"]["scaleTargetRef"]["kind"], hpa["spec"]["scaleTargetRef"]["name"])
+        if not target:
+            problems.append(f"HPA {hpa['metadata']['name']} scales a missing {hpa['spec']['scaleTargetRef']['name']}")
+            continue
+        containers = [c["name"] for c in target["spec"]["template"]["spec"]["containers"]]
+        for metric in hpa["spec"]["metrics"]:
+            if metric["type"] == "ContainerResource" and metric["containerResource"]["container"] not in containers:
+                problems.append(f"HPA {hpa['metadata']['name']} measures container "
+                                f"{metric['containerResource']['container']!r}, which does not exist")
+    for route in of_kind(docs, "HTTPRoute", "gateway.networking.k8s.io"):
+        for parent in route["spec"]["parentRefs"]:
+            gateway = named(docs, "Gateway", parent["name"])
+            listeners = [l["name"] for l in gateway["spec"]["listeners"]] if gateway else []
+            if not gateway or parent.get("sectionName", listeners[0]) not in listeners:
+                problems.append(f"HTTPRoute {route['metadata']['name']} attaches to a missing "
+                                f"{parent['name']}/{parent.get('sectionName')}")
+        for rule in route["spec"]["rules"]:
+            for backend in rule.get("backendRefs", []):
+                svc = named(docs, "Service", backend["name"])
+                if not svc or backend["port"] not in [p["port"] for p in svc["spec"]["ports"]]:
+                    problems.append(f"HTTPRoute {route['metadata']['name']} sends to a missing "
+                                    f"{backend['name']}:{backend['port']}")
+    for route in of_kind(docs, "HTTPRoute", "policy.linkerd.io"):
+        for parent in route["spec"]["parentRefs"]:
+            if not named(docs, parent["kind"], parent["name"], "policy.linkerd.io"):
+                problems.append(f"HTTPRoute {route['metadata']['name']} attaches to a missing {parent['name']}")
+    for policy in of_kind(docs, "AuthorizationPolicy", "policy.linkerd.io"):
+        ref = policy["spec"]["targetRef"]
+        if not named(docs, ref["kind"], ref["name"], ref.get("group", "policy.linkerd.io")):
+            problems.append(f"AuthorizationPolicy {policy['metadata']['name']} targets a missing {ref['name']}")
+        for auth in policy["spec"]["requiredAuthenticationRefs"]:
+            if not named(docs, auth["kind"], auth["name"], "policy.linkerd.io"):
+                problems.append(f"AuthorizationPolicy {policy['metadata']['name']} requires a missing {auth['name']}")
+    for auth in of_kind(docs, "MeshTLSAuthentication", "policy.linkerd.io"):
+        for ref in auth["spec"].get("identityRefs", []):
+            if ref["kind"] == "ServiceAccount" and ref["name"] not in accounts | EXTERNAL_SERVICE_ACCOUNTS:
+                problems.append(f"MeshTLSAuthentication {auth['metadata']['name']} names ServiceAccount "
+                                f"{ref['name']!r}, which does not exist")
+    return problems
+
+
+def app_container(docs, service):
+    deployment = named(docs, "Deployment", service)
+    return deployment, next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == service)
+
+
+def service_env(docs, service) -> dict[str, str]:
+    """What the service's container sees: its ConfigMaps, then its env entries."""
+    _, container = app_container(docs, service)
+    env = {}
+    for source in container.get("envFrom", []):
+        env.update(configmap_data(docs, source["configMapRef"]["name"]) or {})
+    env.update({e["name"]: e.get("value", "") for e in container.get("env", [])})
+    return env
+
+
+def check_settings(docs) -> list[str]:
+    """Env keys are ones the binary reads; ports in BIND_ADDR/METRICS_ADDR are the container's;
+    secret files lie in a mounted Secret that has that key; the drain fits the grace period;
+    TIMEZONES_URL names the timezones Service."""
+    problems = []
+    for service in SERVICES:
+        deployment, container = app_container(docs, service)
+        env = service_env(docs, service)
+        for key in sorted(set(env) - settings_read_by(service)):
+            problems.append(f"{service}: {key} is set but the binary never reads it")
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for key, port_name in (("BIND_ADDR", "http"), ("METRICS_ADDR", "metrics")):
+            if not env.get(key, "").endswith(f":{ports.get(port_name)}"):
+                problems.append(f"{service}: {key}={env.get(key)} is not the {port_name!r} container port")
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"].get("volumes", [])}
+        for key, path in env.items():
+            if not key.endswith("_FILE"):
+                continue
+            directory, filename = path.rsplit("/", 1)
+            volume = volumes.get(mounts.get(directory, ""))
+            if not volume or "secret" not in volume:
+                problems.append(f"{service}: {key}={path} is not in a mounted Secret")
+                continue
+            secret = secret_keys(docs, volume["secret"]["secretName"])
+            if secret is not None and filename not in secret:
+                problems.append(f"{service}: {key}={path} but Secret {volume['secret']['secretName']} "
+                                f"has no key {filename!r}")
+        for key in image_env(service):
+            if f"{key}_FILE" in env and env.get(key) != "":
+                problems.append(f"{service}: {key}_FILE is set while the image sets {key}: blank {key}")
+        drain = (int(env.get("DRAIN_DELAY_MS", 0)) + int(env.get("SHUTDOWN_GRACE_MS", 20000))) / 1000
+        grace = deployment["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+        if drain >= grace:
+            problems.append(f"{service}: drain + grace ({drain:g} s) does not fit terminationGracePeriodSeconds ({grace})")
+    url = service_env(docs, "items").get("TIMEZONES_URL", "")
+    host_port = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", url)
+    svc = named(docs, "Service", host_port.group(1)) if host_port else None
+    if not svc or int(host_port.group(2)) not in [p["port"] for p in svc["spec"]["ports"]]:
+        problems.append(f"items: TIMEZONES_URL={url} is not a Service port")
+    return problems
+
+
+def image_env(service) -> set[str]:
+    """The variables the Dockerfile's stage for the service sets with ENV."""
+    stage, keys = None, set()
+    for line in (REPO / "Dockerfile").read_text().replace("\\\n", " ").splitlines():
+        if line.startswith("FROM "):
+            stage = line.split()[-1]
+        elif stage == service and line.startswith("ENV "):
+            keys |= set(re.findall(r"([A-Z_][A-Z0-9_]*)=", line))
+    return keys
+
+
+def secret_keys(docs, name) -> set[str] | None:
+    secret = named(docs, "Secret", name)
+    if secret:
+        return set(secret.get("data", {})) | set(secret.get("stringData", {}))
+    sealed = next((s for s in of_kind(docs, "SealedSecret")
+                   if s["spec"]["template"]["metadata"]["name"] == name), None)
+    return set(sealed["spec"]["encryptedData"]) if sealed else None
+
+
+def check_mesh(docs) -> list[str]:
+    """One retry layer: the mesh retries timezones and the app does not; no ServiceProfile
+    overrides the annotations; every API and metrics port is covered by a Server."""
+    problems = []
+    annotations = named(docs, "Service", "timezones")["metadata"].get("annotations", {})
+    if "retry.linkerd.io/http" not in annotations:
+        problems.append("timezones Service has no retry.linkerd.io/http annotation")
+    if service_env(docs, "items").get("TIMEZONES_RETRIES") != "0":
+        problems.append("items retries timezones itself although the mesh does (TIMEZONES_RETRIES != 0)")
+    if of_kind(docs, "ServiceProfile"):
+        problems.append("a ServiceProfile would override the retry and timeout annotations")
+    covered = {(s["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/name"), s["spec"]["port"])
+               for s in of_kind(docs, "Server", "policy.linkerd.io")}
+    for service in SERVICES:
+        for port in ("http", "metrics"):
+            if (service, port) not in covered:
+                problems.append(f"no Linkerd Server for {service}'s {port} port")
+        # With routes on the Server, only paths on the kubelet's route can be probed.
+        route = named(docs, "HTTPRoute", f"{service}-probes", "policy.linkerd.io")
+        allowed = {m["path"]["value"] for rule in (route or {"spec": {"rules": []}})["spec"]["rules"]
+                   for m in rule["matches"]}
+        for path in probe_paths(docs, service):
+            if path not in allowed:
+                problems.append(f"{service}: probe path {path} is not on the {service}-probes route")
+    return problems
+
+
+def probe_paths(docs, service) -> set[str]:
+    _, container = app_container(docs, service)
+    return {container[p]["httpGet"]["path"] for p in ("startupProbe", "livenessProbe", "readinessProbe")
+            if "httpGet" in container.get(p, {})}
+
+
+def decoded_secret(docs, name) -> dict[str, str]:
+    secret = named(docs, "Secret", name)
+    return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+
+
+CHECKS = [check_selectors, check_references, check_settings, check_mesh]
