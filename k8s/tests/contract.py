@@ -24,7 +24,11 @@ EXTERNAL_SERVICE_ACCOUNTS = {
 EXTERNAL_POD_LABELS = {
     # NGINX Gateway Fabric labels the Gateway's data plane pods with it.
     ("gateway.networking.k8s.io/gateway-name", "meridian"),
+    # cert-manager labels its temporary HTTP-01 solver pods with it.
+    ("acme.cert-manager.io/http01-solver", "true"),
 }
+# Ports of the injected Linkerd proxy (tap, admin), on every meshed pod.
+PROXY_PORTS = {4190, 4191}
 # A setting is read by an `Env` method, or by a helper that takes `env` first.
 ENV_READERS = r"(?:\.(?:get|string_or|parse_or|millis_or|secret|optional_secret)\(|\(env,)\s*\"([A-Z][A-Z0-9_]+)\""
 SECRET_READERS = r"\.(?:secret|optional_secret)\(\s*\"([A-Z][A-Z0-9_]+)\""
@@ -63,10 +67,16 @@ def pod_specs(docs):
 
 
 def selects(selector: dict | None, labels: dict) -> bool:
-    if not selector:
+    if selector is None:
         return False
+    if selector == {}:
+        return True  # an empty selector selects every pod
     match = selector.get("matchLabels", selector if "matchExpressions" not in selector else {})
     return all(labels.get(k) == v for k, v in match.items())
+
+
+def is_external(selector) -> bool:
+    return any(selector.get("matchLabels", {}).get(k) == v for k, v in EXTERNAL_POD_LABELS)
 
 
 def pods_selected(docs, selector):
@@ -103,9 +113,8 @@ def check_selectors(docs) -> list[str]:
             problems.append(f"PodDisruptionBudget {pdb['metadata']['name']} selects no pods")
     for policy in of_kind(docs, "NetworkPolicy"):
         selector = policy["spec"]["podSelector"]
-        external = any(selector.get("matchLabels", {}).get(k) == v for k, v in EXTERNAL_POD_LABELS)
         pods = pods_selected(docs, selector)
-        if selector and not pods and not external:
+        if selector and not pods and not is_external(selector):
             problems.append(f"NetworkPolicy {policy['metadata']['name']} selects no pods")
         for rule in policy["spec"].get("ingress", []):
             for port in rule.get("ports", []):
@@ -122,11 +131,14 @@ def check_selectors(docs) -> list[str]:
                 problems.append(f"ServiceMonitor {monitor['metadata']['name']} scrapes port "
                                 f"{endpoint['port']!r}, which the Service lacks")
     for server in of_kind(docs, "Server", "policy.linkerd.io"):
-        pods = pods_selected(docs, server["spec"]["podSelector"])
+        selector, port = server["spec"]["podSelector"], server["spec"]["port"]
+        if is_external(selector) or port in PROXY_PORTS:
+            continue
+        pods = pods_selected(docs, selector)
         name = server["metadata"]["name"]
         if not pods:
             problems.append(f"Server {name} selects no pods")
-        elif server["spec"]["port"] not in port_names(pods[0]):
+        elif port not in port_names(pods[0]):
             problems.append(f"Server {name} names port {server['spec']['port']!r}, which its pods lack")
     return problems
 
@@ -281,7 +293,7 @@ def check_mesh(docs) -> list[str]:
         problems.append("items retries timezones itself although the mesh does (TIMEZONES_RETRIES != 0)")
     if of_kind(docs, "ServiceProfile"):
         problems.append("a ServiceProfile would override the retry and timeout annotations")
-    covered = {(s["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/name"), s["spec"]["port"])
+    covered = {(s["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name"), s["spec"]["port"])
                for s in of_kind(docs, "Server", "policy.linkerd.io")}
     for service in SERVICES:
         for port in ("http", "metrics"):
