@@ -35,14 +35,15 @@ const scenarios = {
   }),
   soak: arrival({ executor: 'constant-arrival-rate', rate: RATE || 100, duration: __ENV.DURATION || '2h' }),
   // Shaped for the prod HPA (70% of the app container's CPU request): RATE is the base,
-  // PEAK about twice what minReplicas pods absorb at the target (docs/scaling.md), so the
-  // HPA scales out during the hold and back in after the 5-minute scale-down window.
+  // PEAK twice what minReplicas pods absorb at the target, so the HPA scales out during the
+  // hold and back in after the 5-minute scale-down window. docs/scaling.md derives both from
+  // the benchmark (defaults: its last figures, rounded) and predicts the replica counts.
   'hpa-ramp': arrival({
-    executor: 'ramping-arrival-rate', startRate: RATE || 100,
+    executor: 'ramping-arrival-rate', startRate: RATE || 600,
     stages: [
-      { target: RATE || 100, duration: '2m' }, { target: PEAK || 1200, duration: '2m' },
-      { target: PEAK || 1200, duration: '6m' }, { target: RATE || 100, duration: '1m' },
-      { target: RATE || 100, duration: '8m' },
+      { target: RATE || 600, duration: '2m' }, { target: PEAK || 5000, duration: '2m' },
+      { target: PEAK || 5000, duration: '6m' }, { target: RATE || 600, duration: '1m' },
+      { target: RATE || 600, duration: '8m' },
     ],
   }),
 };

@@ -58,3 +58,6 @@ echo "  yamllint: clean"
 
 step "Contract tests: manifests against the code and the binaries"
 python3 -m unittest discover -s k8s/tests -p 'test_*.py' 2>&1 | tail -n 3
+
+step "HPA settings: the prod overlay's are the ones derived from the benchmark (docs/scaling.md)"
+python3 load-tests/capacity.py --check

@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""meridian's benchmark: one machine, one run, figures reported against targets (never asserted:
+a shared machine is too noisy for pass/fail). Run through load-tests/bench.sh, which installs
+the tools and builds the release binaries. Writes docs/performance.md, docs/performance.json
+and docs/images/latency-vs-load.png.
+
+Method: the services run from the release build, pinned to CPU 0; the load generator (wrk for
+fixed concurrency, k6 for constant arrival rates) is pinned to CPU 1. items uses SQLite in a
+fresh directory, logs at info to a file and exports no traces, as the dev overlay would minus
+the exporter. The bare hyper server (load-tests/baseline) is the ceiling on this machine.
+
+Settings: BENCH_SECONDS (per measurement, default 5), BENCH_RATES (default 250,500,1000,2000,3000),
+BENCH_OUT (default docs/)."""
+
+import json
+import os
+import pathlib
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BIN = REPO / os.environ.get("CARGO_TARGET_DIR", "target") / "release"
+SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+RATES = [int(r) for r in os.environ.get("BENCH_RATES", "250,500,1000,2000,3000").split(",")]
+OUT = pathlib.Path(os.environ.get("BENCH_OUT", REPO / "docs"))
+API_KEY = "bench-api-key-0123456789"
+SERVICE_CPU, LOAD_CPU = "0", "1"
+CONCURRENCY = 32
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_status(url, data=None, headers=None):
+    try:
+        request = urllib.request.Request(url, data=data, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return response.status, response.read()
+    except OSError:
+        return None, b""
+
+
+class Process:
+    """A service binary on CPU 0, timed from spawn to its first good answer on `ready_path`."""
+
+    def __init__(self, binary, env, ready_path, scratch):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {"PATH": os.environ["PATH"], "BIND_ADDR": f"127.0.0.1:{self.port}",
+               "METRICS_ADDR": "127.0.0.1:0", "LOG_LEVEL": "info", **env}
+        self.log = open(pathlib.Path(scratch) / f"{binary}-{self.port}.log", "w")
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(["taskset", "-c", SERVICE_CPU, BIN / binary], env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        while http_status(self.url + ready_path)[0] != 200:
+            if self.proc.poll() is not None or time.perf_counter() - started > 30:
+                raise RuntimeError(f"{binary} did not become ready; see {self.log.name}")
+            time.sleep(0.0005)
+        self.ready_seconds = time.perf_counter() - started
+
+    def rss_mib(self):
+        status = pathlib.Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+class PeakRss:
+    """The largest RSS of some processes while a block runs (sampled every 50 ms)."""
+
+    def __init__(self, processes):
+        self.processes, self.peak, self.running = processes, {}, True
+
+    def __enter__(self):
+        def sample():
+            while self.running:
+                for p in self.processes:
+                    self.peak[p] = max(self.peak.get(p, 0), p.rss_mib())
+                time.sleep(0.05)
+        self.thread = threading.Thread(target=sample)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+
+
+def to_ms(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+
+def fixed_concurrency(url):
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONCURRENCY}",
+                          f"-d{SECONDS:g}s", "--latency", url],
+                         check=True, capture_output=True, text=True).stdout
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50_ms": to_ms(latency["50"]), "p99_ms": to_ms(latency["99"]),
+            "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+K6_SCRIPT = """
+import http from 'k6/http';
+export const options = {
+  scenarios: { rate: { executor: 'constant-arrival-rate', rate: Number(__ENV.RATE), timeUnit: '1s',
+    duration: __ENV.DURATION, preAllocatedVUs: 64, maxVUs: 512 } },
+  summaryTrendStats: ['med', 'p(99)'],
+};
+export default function () { http.get(__ENV.URL); }
+"""
+
+
+def constant_rate(url, rate, scratch):
+    script = pathlib.Path(scratch) / "rate.js"
+    script.write_text(K6_SCRIPT)
+    summary = pathlib.Path(scratch) / "rate.json"
+    subprocess.run(["taskset", "-c", LOAD_CPU, "k6", "run", "--no-usage-report", "--quiet",
+                    "--summary-export", summary, "-e", f"URL={url}", "-e", f"RATE={rate}",
+                    "-e", f"DURATION={SECONDS:g}s", script], check=True, capture_output=True)
+    m = json.loads(summary.read_text())["metrics"]
+    return {"rate": rate, "rps": m["http_reqs"]["rate"], "p50_ms": m["http_req_duration"]["med"],
+            "p99_ms": m["http_req_duration"]["p(99)"], "failed": m["http_req_failed"]["value"],
+            "dropped": m.get("dropped_iterations", {}).get("count", 0)}
+
+
+def start_system(scratch):
+    timezones = Process("timezones", {}, "/readyz", scratch)
+    items = Process("items", {"TIMEZONES_URL": timezones.url, "DUMMY_API_KEY": API_KEY,
+                              "SECRET_MESSAGE": "bench",
+                              "DATABASE_URL": f"sqlite://{tempfile.mkdtemp(dir=scratch)}/items.db"},
+                    "/readyz", scratch)
+    return timezones, items
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(), "rustc": rustc,
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
+
+
+def main():
+    results = {"machine": machine(), "seconds_per_measurement": SECONDS, "concurrency": CONCURRENCY}
+    with tempfile.TemporaryDirectory() as scratch:
+        print("start-to-ready (5 starts each; items migrates a fresh SQLite file each time)")
+        ready = {"items": [], "timezones": []}
+        for _ in range(5):
+            timezones, items = start_system(scratch)
+            ready["timezones"].append(timezones.ready_seconds * 1000)
+            ready["items"].append(items.ready_seconds * 1000)
+            items.stop(); timezones.stop()
+        results["ready_ms"] = {s: {"median": statistics.median(v), "max": max(v)} for s, v in ready.items()}
+        print(f"  {results['ready_ms']}")
+
+        bare = Process("bare-hello", {}, "/", scratch)
+        timezones, items = start_system(scratch)
+        time.sleep(2)
+        results["idle_rss_mib"] = {"items": items.rss_mib(), "timezones": timezones.rss_mib()}
+        ids = [json.loads(http_status(f"{items.url}/v1/items", json.dumps({"name": f"bench {i}"}).encode(),
+                                      {"X-API-Key": API_KEY, "Content-Type": "application/json"})[1])["id"]
+               for i in range(20)]
+        endpoints = {
+            "bare hello": bare.url + "/",
+            "item by id": f"{items.url}/v1/items/{ids[7]}",
+            "item list": f"{items.url}/v1/items?limit=10",
+            "timezone detail": f"{timezones.url}/v1/timezones/Europe/Paris",
+            "item by id ?tz (hop)": f"{items.url}/v1/items/{ids[7]}?tz=Asia/Tokyo",
+        }
+        results["fixed"], results["at_2000"] = {}, {}
+        with PeakRss([items, timezones]) as peak:
+            for name, url in endpoints.items():
+                http_status(url)
+                results["fixed"][name] = fixed_concurrency(url)
+                results["at_2000"][name] = constant_rate(url, 2000, scratch)
+                print(f"  {name:22} fixed: {results['fixed'][name]}\n  {'':22} 2000/s: {results['at_2000'][name]}")
+        results["load_rss_mib"] = {"items": peak.peak[items], "timezones": peak.peak[timezones]}
+        results["curve"] = {name: [constant_rate(endpoints[name], rate, scratch) for rate in RATES]
+                            for name in ("item by id", "item by id ?tz (hop)")}
+        for process in (items, timezones, bare):
+            process.stop()
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "performance.json").write_text(json.dumps(results, indent=2) + "\n")
+    chart(results, OUT / "images/latency-vs-load.png")
+    (OUT / "performance.md").write_text(report(results))
+    print(f"wrote {OUT / 'performance.md'}")
+
+
+def chart(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, points in results["curve"].items():
+        rates = [p["rate"] for p in points]
+        ax.plot(rates, [p["p50_ms"] for p in points], marker="o", label=f"{name} p50")
+        ax.plot(rates, [p["p99_ms"] for p in points], marker="s", linestyle="--", label=f"{name} p99")
+    ax.set_xlabel("offered load (requests/s, constant arrival rate)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("meridian items: latency vs load (release build, 1 core per side)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def verdict(ok):
+    return "met" if ok else "**not met**"
+
+
+def report(r):
+    f, a = r["fixed"], r["at_2000"]
+    ratio = f["item by id"]["rps"] / f["bare hello"]["rps"]
+    hop_added = a["item by id ?tz (hop)"]["p50_ms"] - a["item by id"]["p50_ms"]
+    hop_p99 = a["item by id ?tz (hop)"]["p99_ms"]
+    idle = max(r["idle_rss_mib"].values())
+    ready = max(v["median"] for v in r["ready_ms"].values())
+    m = r["machine"]
+    rows_fixed = "\n".join(f"| {n} | {v['rps']:,.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} |" for n, v in f.items())
+    rows_rate = "\n".join(f"| {n} | {v['rps']:,.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['failed']:.2%} | {v['dropped']} |"
+                          for n, v in a.items())
+    rows_curve = "\n".join(f"| {n} | {p['rate']:,} | {p['rps']:,.0f} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} |"
+                           for n, points in r["curve"].items() for p in points)
+    return f"""# Performance
+
+GENERATED by `load-tests/bench.sh` (one run, one machine); rerun it to refresh. Figures are
+reported, not asserted: a shared 2-core machine varies by several percent between runs, so
+compare only figures from one run.
+
+**Machine:** {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, {m['rustc']}.
+**Method:** release build; the services pinned to CPU 0, the load generator to CPU 1; items on
+SQLite, logging at info to a file, no trace export. Fixed concurrency: `wrk -t1 -c{r['concurrency']}`,
+{r['seconds_per_measurement']:g} s. Constant arrival rate: k6 `constant-arrival-rate`,
+{r['seconds_per_measurement']:g} s (k6's own client time is inside its latencies).
+The bare server is `load-tests/baseline`: hyper answering "hello", nothing else.
+
+## Targets
+
+| Target | Measured | |
+|---|---|---|
+| item read by id ≥ 0.5× the bare server's throughput | {ratio:.2f}× ({f['item by id']['rps']:,.0f} vs {f['bare hello']['rps']:,.0f} req/s) | {verdict(ratio >= 0.5)} |
+| the hop adds ≤ 0.25 ms at p50 (2,000 req/s) | {hop_added:+.2f} ms ({a['item by id ?tz (hop)']['p50_ms']:.2f} vs {a['item by id']['p50_ms']:.2f} ms) | {verdict(hop_added <= 0.25)} |
+| the hop endpoint's p99 ≤ 2 ms at 2,000 req/s | {hop_p99:.2f} ms | {verdict(hop_p99 <= 2)} |
+| idle RSS ≤ 20 MiB per service | items {r['idle_rss_mib']['items']:.1f} MiB, timezones {r['idle_rss_mib']['timezones']:.1f} MiB | {verdict(idle <= 20)} |
+| start-to-ready ≤ 100 ms | items {r['ready_ms']['items']['median']:.1f} ms, timezones {r['ready_ms']['timezones']['median']:.1f} ms (median of 5; max {max(v['max'] for v in r['ready_ms'].values()):.1f} ms) | {verdict(ready <= 100)} |
+
+RSS under load (peak while every endpoint below ran): items {r['load_rss_mib']['items']:.1f} MiB,
+timezones {r['load_rss_mib']['timezones']:.1f} MiB. Start-to-ready is from spawning the process to
+its first 200 on `/readyz`; items' includes opening SQLite and running the migrations.
+
+## Fixed concurrency ({r['concurrency']} connections)
+
+| Endpoint | req/s | p50 ms | p99 ms |
+|---|---|---|---|
+{rows_fixed}
+
+## Constant arrival rate: 2,000 req/s
+
+| Endpoint | achieved req/s | p50 ms | p99 ms | failed | dropped |
+|---|---|---|---|---|---|
+{rows_rate}
+
+## Latency vs load
+
+![latency vs load](images/latency-vs-load.png)
+
+| Endpoint | offered req/s | achieved req/s | p50 ms | p99 ms |
+|---|---|---|---|---|
+{rows_curve}
+
+Raw figures: [performance.json](performance.json). Capacity and HPA settings derived from
+these: [scaling.md](scaling.md).
+"""
+
+
+if __name__ == "__main__":
+    main()
