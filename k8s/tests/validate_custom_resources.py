@@ -87,15 +87,18 @@ class Result:
 # ---------------------------------------------------------------- CRD source
 
 def resolve_crds_dir(cli_dir=None):
-    """--crds, else $MERIDIAN_CRDS_DIR, else ../shared/crds beside the repo, else the download cache."""
+    """--crds, else $MERIDIAN_CRDS_DIR, else shared/crds beside the repo (or beside the nearest
+    parent directory that has one: a CI checkout may sit one level deeper), else the download
+    cache."""
     chosen = cli_dir or os.environ.get("MERIDIAN_CRDS_DIR")
     if chosen:
         if not Path(chosen).is_dir():
             raise UsageError(f"CRD directory not found: {chosen}")
         return Path(chosen)
-    shared = REPO_ROOT.parent / "shared" / "crds"
-    if shared.is_dir():
-        return shared
+    for ancestor in REPO_ROOT.parents:
+        shared = ancestor / "shared" / "crds"
+        if shared.is_dir():
+            return shared
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "meridian" / "crds"
     download_pinned_crds(cache)
     return cache
