@@ -29,40 +29,36 @@ RUN cargo build --release --locked --bin items --bin timezones \
 # checkov:skip=CKV_DOCKER_7: BINARIES names a build stage (or a local test image), not a registry tag
 FROM ${BINARIES} AS binaries
 
-FROM ${RUNTIME_IMAGE} AS items
+# What both images share: the runtime base, the labels that are not per service, and the
+# unprivileged user (distroless' nonroot, uid 65532).
+FROM ${RUNTIME_IMAGE} AS runtime
 ARG VERSION=0.1.0
 ARG SOURCE_URL=unknown
 ARG MERIDIAN_GIT_COMMIT=unknown
-LABEL org.opencontainers.image.title="meridian-items" \
-      org.opencontainers.image.description="Items CRUD API of the meridian reference system" \
-      org.opencontainers.image.source="${SOURCE_URL}" \
+LABEL org.opencontainers.image.source="${SOURCE_URL}" \
       org.opencontainers.image.revision="${MERIDIAN_GIT_COMMIT}" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
+USER 65532:65532
+
+FROM runtime AS items
+LABEL org.opencontainers.image.title="meridian-items" \
+      org.opencontainers.image.description="Items CRUD API of the meridian reference system"
 COPY --from=binaries /out/items /usr/local/bin/items
 ENV BIND_ADDR=0.0.0.0:8080 \
     METRICS_ADDR=0.0.0.0:9464 \
     DATABASE_URL=sqlite:///data/items.db
-USER 65532:65532
 EXPOSE 8080 9464
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/items", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/items"]
 
-FROM ${RUNTIME_IMAGE} AS timezones
-ARG VERSION=0.1.0
-ARG SOURCE_URL=unknown
-ARG MERIDIAN_GIT_COMMIT=unknown
+FROM runtime AS timezones
 LABEL org.opencontainers.image.title="meridian-timezones" \
-      org.opencontainers.image.description="IANA time zone API of the meridian reference system" \
-      org.opencontainers.image.source="${SOURCE_URL}" \
-      org.opencontainers.image.revision="${MERIDIAN_GIT_COMMIT}" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.description="IANA time zone API of the meridian reference system"
 COPY --from=binaries /out/timezones /usr/local/bin/timezones
 ENV BIND_ADDR=0.0.0.0:8081 \
     METRICS_ADDR=0.0.0.0:9465
-USER 65532:65532
 EXPOSE 8081 9465
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/timezones", "healthcheck"]

@@ -152,7 +152,7 @@ kube_fail() {
   for service in timezones items; do podman logs "$service-pod-0-$service" 2>&1 | tail -5 >&2 || true; done
   kube_down; fail "$@"
 }
-play_port() { # service -> its published API port
+play() { # service, host port[, timezones URL]: run its Deployment, API published on that port
   python3 k8s/tests/podman_play.py "$1" "localhost/meridian-$1:test" "$2" ${3:+"$3"} <"$scratch/dev.yaml" >"$scratch/play-$1.yaml"
   podman kube play "$scratch/play-$1.yaml" >"$scratch/play-$1.log" 2>&1 || { cat "$scratch/play-$1.log"; kube_fail "kube play $1"; }
 }
@@ -164,12 +164,12 @@ wait_ready() {
   return 1
 }
 kube_timezones_port=$(free_port); kube_items_port=$(free_port)
-play_port timezones "$kube_timezones_port"
+play timezones "$kube_timezones_port"
 wait_ready "$kube_timezones_port" || kube_fail "timezones from kube play is not ready"
 infra=$(podman pod inspect timezones-pod-0 --format '{{.InfraContainerID}}')
 timezones_ip=$(podman inspect "$infra" --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}')
 [ -n "$timezones_ip" ] || kube_fail "no pod IP for timezones"
-play_port items "$kube_items_port" "http://$timezones_ip:8081"
+play items "$kube_items_port" "http://$timezones_ip:8081"
 wait_ready "$kube_items_port" || kube_fail "items from kube play is not ready"
 greeting=$(curl -fsS "http://127.0.0.1:$kube_items_port/v1/greeting?tz=America/New_York") || kube_fail "greeting"
 [[ $greeting == *'"source":"timezones"'* && $greeting == *'(dev)'* ]] || kube_fail "no dev greeting through timezones: $greeting"

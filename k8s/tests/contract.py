@@ -233,20 +233,17 @@ def check_settings(docs) -> list[str]:
         for key, port_name in (("BIND_ADDR", "http"), ("METRICS_ADDR", "metrics")):
             if not env.get(key, "").endswith(f":{ports.get(port_name)}"):
                 problems.append(f"{service}: {key}={env.get(key)} is not the {port_name!r} container port")
-        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
-        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"].get("volumes", [])}
         for key, path in env.items():
             if not key.endswith("_FILE"):
                 continue
-            directory, filename = path.rsplit("/", 1)
-            volume = volumes.get(mounts.get(directory, ""))
-            if not volume or "secret" not in volume:
+            source = secret_behind(docs, service, path)
+            if not source:
                 problems.append(f"{service}: {key}={path} is not in a mounted Secret")
                 continue
-            secret = secret_keys(docs, volume["secret"]["secretName"])
+            secret_name, filename = source
+            secret = secret_keys(docs, secret_name)
             if secret is not None and filename not in secret:
-                problems.append(f"{service}: {key}={path} but Secret {volume['secret']['secretName']} "
-                                f"has no key {filename!r}")
+                problems.append(f"{service}: {key}={path} but Secret {secret_name} has no key {filename!r}")
         for key in image_env(service):
             if f"{key}_FILE" in env and env.get(key) != "":
                 problems.append(f"{service}: {key}_FILE is set while the image sets {key}: blank {key}")
@@ -260,6 +257,17 @@ def check_settings(docs) -> list[str]:
     if not svc or int(host_port.group(2)) not in [p["port"] for p in svc["spec"]["ports"]]:
         problems.append(f"items: TIMEZONES_URL={url} is not a Service port")
     return problems
+
+
+def secret_behind(docs, service, path) -> tuple[str, str] | None:
+    """(Secret name, key) of the file `path` in the service's container, if a Secret volume
+    is mounted on its directory."""
+    deployment, container = app_container(docs, service)
+    directory, filename = path.rsplit("/", 1)
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"].get("volumes", [])}
+    volume = volumes.get(mounts.get(directory, ""))
+    return (volume["secret"]["secretName"], filename) if volume and "secret" in volume else None
 
 
 def image_env(service) -> set[str]:

@@ -187,13 +187,10 @@ class TheBinariesServeWhatTheManifestsSay(unittest.TestCase):
         for key, name in (("BIND_ADDR", "http"), ("METRICS_ADDR", "metrics")):
             ports[name] = free_port()
             env[key] = f"127.0.0.1:{ports[name]}"
-        deployment = contract.named(docs, "Deployment", service)
-        mounts = {m["mountPath"]: m["name"] for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
-        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
         for key, path in list(env.items()):
             if key.endswith("_FILE"):
-                directory, filename = path.rsplit("/", 1)
-                value = contract.decoded_secret(docs, volumes[mounts[directory]]["secret"]["secretName"])[filename]
+                secret_name, filename = contract.secret_behind(docs, service, path)
+                value = contract.decoded_secret(docs, secret_name)[filename]
                 if key == "DATABASE_URL_FILE":
                     value = f"sqlite://{cls.scratch.name}/items.db"
                 local = pathlib.Path(cls.scratch.name) / f"{service}-{filename}"
