@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """From measured throughput to HPA settings, and a replay of the HPA over the k6 hpa-ramp
-profile. Reads docs/performance.json (load-tests/bench.sh); writes docs/scaling.md and
-docs/images/hpa-replay.png. With --check, only verifies that the prod overlay's HPAs and CPU
-requests are the ones derived here (the test command runs that), so a changed benchmark or a
-hand-edited HPA cannot drift apart silently.
+profile. Reads docs/performance.json (load-tests/bench.sh) and the ramp's shape from
+load-tests/hpa-ramp.json; writes docs/scaling.md, docs/images/hpa-replay.png and the ramp's
+default rates into hpa-ramp.json. With --check, only verifies that the prod overlay's HPAs and
+CPU requests and the ramp's rates are the ones derived here (the test command runs that), so
+a changed benchmark, a hand-edited HPA or a retuned ramp cannot drift apart silently.
 Usage: python3 load-tests/capacity.py [--check]"""
 
 import json
@@ -16,6 +17,7 @@ import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
+RAMP = REPO / "load-tests/hpa-ramp.json"
 
 # Design choices (docs/scaling.md explains each).
 CPU_REQUEST_MILLI = 250          # prod request of each app container
@@ -55,9 +57,17 @@ def derive(perf):
     return out
 
 
-def ramp_profile(base, peak):
-    """Offered load per second of k6's hpa-ramp scenario (load-tests/meridian.js)."""
-    stages = [(base, 120), (peak, 120), (peak, 360), (base, 60), (base, 480)]
+def ramp_rates(derived):
+    """The hpa-ramp's base and peak: a quarter of, and twice, what the minimum replicas serve
+    at the CPU target."""
+    at_target = derived["items"]["per_pod_rps_at_target"] * MIN_REPLICAS
+    return round(at_target * 0.25), round(at_target * 2)
+
+
+def ramp_profile(ramp, base, peak):
+    """Offered load per second of k6's hpa-ramp scenario (load-tests/meridian.js), as k6's
+    ramping-arrival-rate executor moves linearly to each stage's target."""
+    stages = [(peak if s["to"] == "peak" else base, s["seconds"]) for s in ramp["stages"]]
     load, current = [], base
     for target, seconds in stages:
         for s in range(seconds):
@@ -132,8 +142,12 @@ def prod_settings():
     return settings
 
 
-def check(derived):
+def check(derived, ramp):
     problems = []
+    base, peak = ramp_rates(derived)
+    if (ramp["base_rps"], ramp["peak_rps"]) != (base, peak):
+        problems.append(f"hpa-ramp.json rates are {ramp['base_rps']}/{ramp['peak_rps']} req/s, "
+                        f"derived {base}/{peak} (rerun load-tests/capacity.py)")
     for service, actual in prod_settings().items():
         expected = {"min_replicas": derived[service]["min_replicas"], "max_replicas": derived[service]["max_replicas"],
                     "cpu_request_milli": CPU_REQUEST_MILLI, "target_percent": round(TARGET_UTILIZATION * 100)}
@@ -146,21 +160,33 @@ def check(derived):
 def main():
     perf = json.loads((DOCS / "performance.json").read_text())
     derived = derive(perf)
+    ramp = json.loads(RAMP.read_text())
     if sys.argv[1:] == ["--check"]:
-        problems = check(derived)
-        print("\n".join(problems) or "prod HPA settings match the capacity model")
+        problems = check(derived, ramp)
+        print("\n".join(problems) or "prod HPA settings and the hpa-ramp rates match the capacity model")
         sys.exit(1 if problems else 0)
     items = derived["items"]
-    base = round(items["per_pod_rps_at_target"] * MIN_REPLICAS * 0.25)
-    peak = round(items["per_pod_rps_at_target"] * MIN_REPLICAS * 2)
-    timeline = replay(ramp_profile(base, peak), items["per_pod_rps_at_request"],
+    base, peak = ramp_rates(derived)
+    RAMP.write_text(json.dumps({**ramp, "base_rps": base, "peak_rps": peak}, indent=2) + "\n")
+    timeline = replay(ramp_profile(ramp, base, peak), items["per_pod_rps_at_request"],
                       items["min_replicas"], items["max_replicas"])
     chart(timeline, DOCS / "images/hpa-replay.png", items["per_pod_rps_at_target"] * MIN_REPLICAS)
-    (DOCS / "scaling.md").write_text(report(perf, derived, timeline, base, peak))
+    (DOCS / "scaling.md").write_text(report(perf, derived, timeline, base, peak, ramp))
     print(f"wrote {DOCS / 'scaling.md'}; k6 hpa-ramp: RATE={base} PEAK={peak}")
 
 
-def report(perf, derived, timeline, base, peak):
+def describe(ramp, base, peak):
+    """'628 req/s for 2 min, to 5027 req/s over 2 min, ...' from the stages."""
+    parts, current = [], base
+    for stage in ramp["stages"]:
+        target = peak if stage["to"] == "peak" else base
+        minutes = f"{stage['seconds'] / 60:g} min"
+        parts.append(f"{target} req/s for {minutes}" if target == current else f"to {target} req/s over {minutes}")
+        current = target
+    return ", ".join(parts)
+
+
+def report(perf, derived, timeline, base, peak, ramp):
     rows = "\n".join(
         f"| {s} | {d['per_core_rps']:,.0f} | {d['per_pod_rps_at_request']:,.0f} | {d['per_pod_rps_at_target']:,.0f} "
         f"| {d['min_replicas']} | {d['max_replicas']} |" for s, d in derived.items())
@@ -199,9 +225,9 @@ here. dev keeps 1 to 3 replicas and smaller requests: it is not sized for load.
 
 ## The HPA replayed over k6's hpa-ramp
 
-`load-tests/meridian.js` scenario `hpa-ramp`: {base} req/s for 2 min, a 2-min ramp to {peak} req/s
-(twice what the minimum replicas absorb at the target), 6 min hold, 1-min release, 8 min at
-{base} req/s. Run it against prod with
+`load-tests/meridian.js` scenario `hpa-ramp` (its shape and these default rates are in
+`load-tests/hpa-ramp.json`): {describe(ramp, base, peak)}. The peak is twice what the minimum
+replicas absorb at the target. Run it against prod with
 
 ```sh
 k6 run --no-usage-report -e SCENARIO=hpa-ramp -e RATE={base} -e PEAK={peak} \\

@@ -15,6 +15,9 @@ const SCENARIO = __ENV.SCENARIO || 'smoke';
 const RATE = Number(__ENV.RATE || 0);
 const PEAK = Number(__ENV.PEAK || 0);
 
+const hpaRamp = JSON.parse(open('./hpa-ramp.json'));
+const rampRate = (to) => (to === 'peak' ? PEAK || hpaRamp.peak_rps : RATE || hpaRamp.base_rps);
+
 const arrival = (extra) => ({
   timeUnit: '1s', preAllocatedVUs: 50, maxVUs: Number(__ENV.MAX_VUS || 500), ...extra,
 });
@@ -34,17 +37,13 @@ const scenarios = {
     ],
   }),
   soak: arrival({ executor: 'constant-arrival-rate', rate: RATE || 100, duration: __ENV.DURATION || '2h' }),
-  // Shaped for the prod HPA (70% of the app container's CPU request): RATE is the base,
-  // PEAK twice what minReplicas pods absorb at the target, so the HPA scales out during the
-  // hold and back in after the 5-minute scale-down window. docs/scaling.md derives both from
-  // the benchmark (defaults: its last figures, rounded) and predicts the replica counts.
+  // Shaped for the prod HPA (70% of the app container's CPU request): the base load, a ramp
+  // to twice what minReplicas pods absorb at the target, a hold long enough to scale out, then
+  // back past the 5-minute scale-down window. The shape and its default rates (RATE, PEAK
+  // override them) live in hpa-ramp.json, which docs/scaling.md's prediction replays.
   'hpa-ramp': arrival({
-    executor: 'ramping-arrival-rate', startRate: RATE || 600,
-    stages: [
-      { target: RATE || 600, duration: '2m' }, { target: PEAK || 5000, duration: '2m' },
-      { target: PEAK || 5000, duration: '6m' }, { target: RATE || 600, duration: '1m' },
-      { target: RATE || 600, duration: '8m' },
-    ],
+    executor: 'ramping-arrival-rate', startRate: rampRate('base'),
+    stages: hpaRamp.stages.map((s) => ({ target: rampRate(s.to), duration: `${s.seconds}s` })),
   }),
 };
 
