@@ -56,7 +56,9 @@ impl ZonesApi {
         /// How many matching zones to skip.
         #[oai(default)]
         offset: Query<u32>,
-    ) -> ListZonesResponse {
+        // Never an error of its own, but a bad `limit` or `offset` is a 400 problem, and the
+        // `Result` is what puts that response in the OpenAPI document.
+    ) -> Result<ListZonesResponse, Problem> {
         let names = zones::list(region.0.as_deref(), prefix.0.as_deref());
         let total = u32::try_from(names.len()).unwrap_or(u32::MAX);
         let (limit, offset) = (limit.0, offset.0);
@@ -67,13 +69,13 @@ impl ZonesApi {
             .map(str::to_owned)
             .collect();
         let end = offset.saturating_add(limit);
-        ListZonesResponse::Ok(Json(ZoneList {
+        Ok(ListZonesResponse::Ok(Json(ZoneList {
             zones: page,
             total,
             limit,
             offset,
             next_offset: (end < total).then_some(end),
-        }))
+        })))
     }
 
     /// The time in one zone now, or at a given instant.

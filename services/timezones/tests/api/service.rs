@@ -31,6 +31,35 @@ async fn openapi_document_lists_the_contract() {
     }
 }
 
+/// Any operation that takes input can answer 4xx with a problem, so the document must say so:
+/// clients generate error handling from it (scripts/dast.sh checks the same for both services
+/// by fuzzing; this catches it at `cargo test`).
+#[tokio::test]
+async fn every_operation_that_takes_input_documents_its_problem_responses() {
+    let app = spawn_app().await;
+    let (_, spec) = app.get_json("/openapi.json").await;
+    let mut checked = 0;
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let takes_input = operation["parameters"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty())
+                || operation.get("requestBody").is_some();
+            if !takes_input {
+                continue;
+            }
+            checked += 1;
+            assert!(
+                operation["responses"]["default"]["content"]
+                    .get("application/problem+json")
+                    .is_some(),
+                "{method} {path} takes input but documents no problem+json response"
+            );
+        }
+    }
+    assert!(checked >= 4, "only {checked} operations checked");
+}
+
 #[tokio::test]
 async fn swagger_ui_is_served_without_the_network() {
     let app = spawn_app().await;
