@@ -29,6 +29,12 @@ cargo test --workspace --locked 2>&1 | tee "$results"
 step "Kubernetes and Linkerd manifests: rendered, validated, tied to the code (k8s/tests/check.sh)"
 k8s/tests/check.sh
 
+step "Security gates, offline: cargo-deny, semgrep, actionlint, zizmor, checkov (scripts/security.sh)"
+scripts/security.sh
+
+step "DAST: schemathesis against both services (scripts/dast.sh)"
+scripts/dast.sh
+
 step "Observability: rules, dashboards and alerts against a real Prometheus under k6 load"
 screenshot=$(mktemp --suffix=.png)
 SCREENSHOT=$screenshot observability/verify.sh

@@ -21,6 +21,26 @@ pip_install() {
     --break-system-packages "$@"
 }
 
+# A Python tool in a virtualenv of its own (semgrep, schemathesis and checkov pin clashing
+# versions of the same libraries), put first on PATH. Usage: venv_tool NAME REQUIREMENT...
+venv_tool() {
+  local dir="${MERIDIAN_TOOLS_DIR:-$HOME/.cache/meridian/tools}/$1"
+  shift
+  [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
+  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+  PATH="$dir/bin:$PATH"
+  export PATH
+}
+
+# Waits (at most 30 s) until a URL answers 2xx.
+wait_for_url() {
+  local url=$1 deadline=$((SECONDS + 30))
+  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "no answer from $url within 30 s" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
 postgres_bin_dir() {
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
 }
