@@ -14,6 +14,8 @@ for tool in kubernetes-validate yamllint checkov; do
   command -v "$tool" >/dev/null || pip_install kubernetes-validate yamllint checkov
 done
 python3 -c 'import jsonschema, yaml' 2>/dev/null || pip_install jsonschema pyyaml
+# promtool parses the canary analysis queries (test_analysis_queries.py).
+command -v promtool >/dev/null || apt_install prometheus
 
 rendered=$(mktemp -d /tmp/meridian-k8s.XXXXXX)
 variant=$(mktemp -d -p k8s .render-legacy-ingress.XXXXXX)
@@ -28,7 +30,7 @@ components: [../components/legacy-ingress]
 YAML
 
 step "kubectl kustomize: every overlay and component renders"
-for target in overlays/dev overlays/prod cluster "$(basename "$variant")"; do
+for target in overlays/dev overlays/prod cluster gitops "$(basename "$variant")"; do
   name=${target//\//-}; name=${name#.render-}; name=${name%%.*}
   kubectl kustomize "k8s/$target" >"$rendered/$name.yaml"
   printf '  %-15s %3d objects\n' "$name" "$(grep -c '^kind:' "$rendered/$name.yaml")"

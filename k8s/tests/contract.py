@@ -164,6 +164,9 @@ def check_references(docs) -> list[str]:
                 problems.append(f"{wname} mounts Secret {volume['secret']['secretName']!r}, which does not exist")
     for hpa in of_kind(docs, "HorizontalPodAutoscaler"):
         target = named(docs, hpa["spec"]["scaleTargetRef"]["kind"], hpa["spec"]["scaleTargetRef"]["name"])
+        if target and "workloadRef" in target.get("spec", {}):
+            # A Rollout that takes its pod template from a Deployment.
+            target = named(docs, target["spec"]["workloadRef"]["kind"], target["spec"]["workloadRef"]["name"])
         if not target:
             problems.append(f"HPA {hpa['metadata']['name']} scales a missing {hpa['spec']['scaleTargetRef']['name']}")
             continue
@@ -174,6 +177,13 @@ def check_references(docs) -> list[str]:
                                 f"{metric['containerResource']['container']!r}, which does not exist")
     for route in of_kind(docs, "HTTPRoute", "gateway.networking.k8s.io"):
         for parent in route["spec"]["parentRefs"]:
+            if parent.get("kind") == "Service":
+                # A mesh route (Linkerd's outbound routing for callers of that Service).
+                svc = named(docs, "Service", parent["name"])
+                if not svc or parent.get("port") not in [p["port"] for p in svc["spec"]["ports"]]:
+                    problems.append(f"HTTPRoute {route['metadata']['name']} attaches to a missing "
+                                    f"Service {parent['name']}:{parent.get('port')}")
+                continue
             gateway = named(docs, "Gateway", parent["name"])
             listeners = [l["name"] for l in gateway["spec"]["listeners"]] if gateway else []
             if not gateway or parent.get("sectionName", listeners[0]) not in listeners:
@@ -328,4 +338,49 @@ def decoded_secret(docs, name) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
 
 
-CHECKS = [check_selectors, check_references, check_settings, check_mesh]
+def check_rollouts(docs) -> list[str]:
+    """Argo Rollouts canaries: the Deployment, Services, routes and analysis a Rollout names
+    exist; the plugin edits routes in the Rollout's own namespace; the routes it edits send to
+    exactly its stable and canary Services; and each Service's route carries the Service's
+    Linkerd retry and timeout annotations (a route's own settings replace the Service's)."""
+    problems = []
+    for rollout in of_kind(docs, "Rollout", "argoproj.io"):
+        name, spec = rollout["metadata"]["name"], rollout["spec"]
+        canary = spec["strategy"]["canary"]
+        ref = spec["workloadRef"]
+        if not named(docs, ref["kind"], ref["name"]):
+            problems.append(f"Rollout {name} takes pods from a missing {ref['kind']} {ref['name']}")
+        for role in ("stableService", "canaryService"):
+            if not named(docs, "Service", canary[role]):
+                problems.append(f"Rollout {name} {role} {canary[role]!r} does not exist")
+        plugin = canary["trafficRouting"]["plugins"]["argoproj-labs/gatewayAPI"]
+        if plugin.get("namespace") != rollout["metadata"].get("namespace"):
+            problems.append(f"Rollout {name} edits routes in namespace {plugin.get('namespace')!r}, "
+                            f"not its own {rollout['metadata'].get('namespace')!r}")
+        for ref in plugin["httpRoutes"]:
+            route = named(docs, "HTTPRoute", ref["name"], "gateway.networking.k8s.io")
+            if not route:
+                problems.append(f"Rollout {name} edits a missing HTTPRoute {ref['name']}")
+                continue
+            backends = {b["name"] for rule in route["spec"]["rules"] for b in rule.get("backendRefs", [])}
+            if backends != {canary["stableService"], canary["canaryService"]}:
+                problems.append(f"HTTPRoute {ref['name']} sends to {sorted(backends)}, not Rollout {name}'s "
+                                "stable and canary Services")
+        for template in canary.get("analysis", {}).get("templates", []):
+            if not named(docs, "AnalysisTemplate", template["templateName"], "argoproj.io"):
+                problems.append(f"Rollout {name} runs a missing AnalysisTemplate {template['templateName']}")
+    for route in of_kind(docs, "HTTPRoute", "gateway.networking.k8s.io"):
+        for parent in route["spec"]["parentRefs"]:
+            svc = named(docs, "Service", parent["name"]) if parent.get("kind") == "Service" else None
+            if not svc:
+                continue
+            linkerd = lambda meta: {k: v for k, v in meta.get("annotations", {}).items()  # noqa: E731
+                                    if k.startswith(("retry.linkerd.io/", "timeout.linkerd.io/"))}
+            if linkerd(svc["metadata"]) != linkerd(route["metadata"]):
+                problems.append(f"HTTPRoute {route['metadata']['name']} has retry/timeout annotations "
+                                f"{linkerd(route['metadata'])}, Service {svc['metadata']['name']} has "
+                                f"{linkerd(svc['metadata'])}")
+    return problems
+
+
+CHECKS = [check_selectors, check_references, check_settings, check_mesh, check_rollouts]

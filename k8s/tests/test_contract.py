@@ -55,9 +55,40 @@ def configmap(docs, service):
 
 
 class EachCheckCatchesATypo(unittest.TestCase):
-    def assertCaught(self, check, mutate, fragment):
-        problems = check(broken(mutate))
+    def assertCaught(self, check, mutate, fragment, overlay="dev"):
+        docs = copy.deepcopy(RENDERED[overlay])
+        mutate(docs)
+        problems = check(docs)
         self.assertTrue(any(fragment in p for p in problems), f"{fragment!r} not in {problems}")
+
+    def test_rollout_mistakes_are_caught(self):
+        def rollout(docs, name="items"):
+            return contract.named(docs, "Rollout", name, "argoproj.io")
+
+        def plugin(docs, name="items"):
+            return rollout(docs, name)["spec"]["strategy"]["canary"]["trafficRouting"]["plugins"][
+                "argoproj-labs/gatewayAPI"]
+
+        cases = [
+            (lambda d: rollout(d)["spec"]["workloadRef"].update(name="itemz"), "takes pods from a missing"),
+            (lambda d: rollout(d)["spec"]["strategy"]["canary"].update(canaryService="items-canry"),
+             "canaryService 'items-canry' does not exist"),
+            (lambda d: plugin(d).update(namespace="meridian-dev"), "edits routes in namespace 'meridian-dev'"),
+            (lambda d: plugin(d)["httpRoutes"].append({"name": "items-mesh2"}), "missing HTTPRoute items-mesh2"),
+            (lambda d: contract.named(d, "HTTPRoute", "items-mesh", "gateway.networking.k8s.io")["spec"]["rules"][0][
+                "backendRefs"][1].update(name="items-stable"), "not Rollout items's stable and canary"),
+            (lambda d: rollout(d, "timezones")["spec"]["strategy"]["canary"]["analysis"]["templates"][0].update(
+                templateName="linkerd"), "missing AnalysisTemplate linkerd"),
+            (lambda d: contract.named(d, "HTTPRoute", "timezones-mesh", "gateway.networking.k8s.io")["metadata"][
+                "annotations"].update({"retry.linkerd.io/limit": "5"}), "retry/timeout annotations"),
+        ]
+        for mutate, fragment in cases:
+            with self.subTest(fragment=fragment):
+                self.assertCaught(contract.check_rollouts, mutate, fragment, overlay="prod")
+        self.assertCaught(contract.check_references,
+                          lambda d: contract.named(d, "HTTPRoute", "items-mesh", "gateway.networking.k8s.io")[
+                              "spec"]["parentRefs"][0].update(port=80), "attaches to a missing Service items:80",
+                          overlay="prod")
 
     def test_a_renamed_container_port(self):
         def rename(docs):
