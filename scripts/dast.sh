@@ -13,26 +13,9 @@ source scripts/lib/common.sh
 venv_tool schemathesis schemathesis==4.32.5
 repo=$PWD
 scratch=$(mktemp -d /tmp/meridian-dast.XXXXXX)
-pids=()
-cleanup() {
-  [ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$scratch"
-}
-trap cleanup EXIT
 
 key=dast-api-key-0123456789
-tz_port=$(free_port)
-items_port=$(free_port)
-export DUMMY_API_KEY=$key SECRET_MESSAGE="dast secret message" LOG_FORMAT=json METRICS_ADDR=127.0.0.1:0
-BIND_ADDR=127.0.0.1:$tz_port target/debug/timezones >"$scratch/timezones.log" 2>&1 &
-pids+=($!)
-BIND_ADDR=127.0.0.1:$items_port TIMEZONES_URL=http://127.0.0.1:$tz_port \
-  DATABASE_URL="sqlite://$scratch/items.db" WRITE_RATE_PER_SECOND=100000 WRITE_BURST=100000 \
-  target/debug/items >"$scratch/items.log" 2>&1 &
-pids+=($!)
-wait_for_url "http://127.0.0.1:$tz_port/readyz"
-wait_for_url "http://127.0.0.1:$items_port/readyz"
+start_services "$scratch" "$key"
 
 # Runs schemathesis in the scratch directory (it writes its caches into the working directory)
 # and prints how many cases it generated.
@@ -49,8 +32,7 @@ fuzz() {
 
 total=0
 for service in timezones items; do
-  port_var=${service/timezones/tz}_port
-  url=http://127.0.0.1:${!port_var}
+  url=$([ "$service" = timezones ] && echo "$TIMEZONES_URL_HERE" || echo "$ITEMS_URL_HERE")
   examples=$([ "$service" = timezones ] && echo 700 || echo 200)
   # The fault switch is fuzzed on its own: a random valid body would turn on injected 503s for
   # the other operations' run. Reset afterwards.

@@ -35,6 +35,9 @@ scripts/security.sh
 step "DAST: schemathesis against both services (scripts/dast.sh)"
 scripts/dast.sh
 
+step "Swagger UI in headless Chromium: \"Try it out\" on an item read (scripts/swagger-ui-test.sh)"
+scripts/swagger-ui-test.sh
+
 step "Observability: rules, dashboards and alerts against a real Prometheus under k6 load"
 screenshot=$(mktemp --suffix=.png)
 SCREENSHOT=$screenshot observability/verify.sh

@@ -41,6 +41,38 @@ wait_for_url() {
   done
 }
 
+# Starts the debug timezones and items binaries on free loopback ports, items on a SQLite file
+# in DIR with its write rate limit lifted (test traffic is not abuse), and waits until both
+# are ready. Sets TIMEZONES_URL_HERE and ITEMS_URL_HERE; logs go to DIR/{timezones,items}.log.
+# When the calling script exits, both processes are stopped and DIR is removed.
+# Usage: start_services DIR API_KEY
+start_services() {
+  local dir=$1 key=$2 tz_port items_port
+  SERVICES_DIR=$dir
+  SERVICE_PIDS=()
+  trap stop_services EXIT
+  tz_port=$(free_port)
+  items_port=$(free_port)
+  DUMMY_API_KEY=$key SECRET_MESSAGE="test secret message" LOG_FORMAT=json METRICS_ADDR=127.0.0.1:0 \
+    BIND_ADDR=127.0.0.1:$tz_port target/debug/timezones >"$dir/timezones.log" 2>&1 &
+  SERVICE_PIDS+=($!)
+  DUMMY_API_KEY=$key SECRET_MESSAGE="test secret message" LOG_FORMAT=json METRICS_ADDR=127.0.0.1:0 \
+    BIND_ADDR=127.0.0.1:$items_port TIMEZONES_URL=http://127.0.0.1:$tz_port \
+    DATABASE_URL="sqlite://$dir/items.db" WRITE_RATE_PER_SECOND=100000 WRITE_BURST=100000 \
+    target/debug/items >"$dir/items.log" 2>&1 &
+  SERVICE_PIDS+=($!)
+  TIMEZONES_URL_HERE=http://127.0.0.1:$tz_port
+  ITEMS_URL_HERE=http://127.0.0.1:$items_port
+  wait_for_url "$TIMEZONES_URL_HERE/readyz"
+  wait_for_url "$ITEMS_URL_HERE/readyz"
+}
+
+stop_services() {
+  [ ${#SERVICE_PIDS[@]} -eq 0 ] || kill "${SERVICE_PIDS[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$SERVICES_DIR"
+}
+
 postgres_bin_dir() {
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
 }
