@@ -229,7 +229,7 @@ here. dev keeps 1 to 3 replicas and smaller requests: it is not sized for load.
 `load-tests/hpa-ramp.json`): {describe(ramp, base, peak)}. The peak is twice what the minimum
 replicas absorb at the target. Run it against prod with
 
-```sh
+```sh cluster
 k6 run --no-usage-report -e SCENARIO=hpa-ramp -e RATE={base} -e PEAK={peak} \\
   -e ITEMS_URL=https://meridian.example.com -e TIMEZONES_URL=... -e API_KEY=... load-tests/meridian.js
 kubectl get hpa -n meridian-prod -w

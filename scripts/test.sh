@@ -59,6 +59,9 @@ rm -rf "$bench_out"
 step "The README's run command, end to end"
 scripts/smoke-run.sh
 
+step "The documentation's commands, run against that system (scripts/docs-test.py)"
+python3 scripts/docs-test.py
+
 # One closing line for the whole suite, summed over every test binary cargo ran.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$results"
 rm -f "$results"
