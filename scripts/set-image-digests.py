@@ -14,13 +14,12 @@ import sys
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def set_digests(text, digests):
-    lines, current, seen = text.splitlines(keepends=True), None, set()
-    in_images = False
+def digest_lines(lines):
+    """(line index, image name, match) for each `digest:` line of an `images:` entry."""
+    current, in_images = None, False
     for i, line in enumerate(lines):
         if re.match(r"^\S", line):
-            in_images = line.startswith("images:")
-            current = None
+            in_images, current = line.startswith("images:"), None
             continue
         if not in_images:
             continue
@@ -29,31 +28,30 @@ def set_digests(text, digests):
             current = entry.group(1)
             continue
         digest = re.match(r"^(\s+digest:\s*)(\S+)(\s*)$", line)
-        if digest and current in digests:
-            lines[i] = f"{digest.group(1)}{digests[current]}{digest.group(3)}"
-            seen.add(current)
-    missing = set(digests) - seen
+        if digest and current:
+            yield i, current, digest
+
+
+def require(names, found):
+    missing = set(names) - set(found)
     if missing:
         raise ValueError(f"no images entry with a digest for {', '.join(sorted(missing))}")
+
+
+def set_digests(text, digests):
+    lines, seen = text.splitlines(keepends=True), set()
+    for i, name, digest in list(digest_lines(lines)):
+        if name in digests:
+            lines[i] = f"{digest.group(1)}{digests[name]}{digest.group(3)}"
+            seen.add(name)
+    require(digests, seen)
     return "".join(lines)
 
 
 def digests_in(text, names):
     """The digests of the named `images:` entries of a kustomization."""
-    found, current, in_images = {}, None, False
-    for line in text.splitlines():
-        if re.match(r"^\S", line):
-            in_images, current = line.startswith("images:"), None
-            continue
-        entry = re.match(r"^\s*-\s+name:\s*(\S+)\s*$", line) if in_images else None
-        if entry:
-            current = entry.group(1)
-        digest = re.match(r"^\s+digest:\s*(\S+)\s*$", line) if in_images else None
-        if digest and current in names:
-            found[current] = digest.group(1)
-    missing = set(names) - set(found)
-    if missing:
-        raise ValueError(f"no images entry with a digest for {', '.join(sorted(missing))}")
+    found = {name: digest.group(2) for _, name, digest in digest_lines(text.splitlines()) if name in names}
+    require(names, found)
     return found
 
 

@@ -35,9 +35,9 @@ class ManifestsKeepTheirContract(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
 
 
-def broken(mutate):
-    """The dev render with one mistake in it."""
-    docs = copy.deepcopy(RENDERED["dev"])
+def broken(mutate, overlay="dev"):
+    """An overlay's render with one mistake in it."""
+    docs = copy.deepcopy(RENDERED[overlay])
     mutate(docs)
     return docs
 
@@ -56,9 +56,7 @@ def configmap(docs, service):
 
 class EachCheckCatchesATypo(unittest.TestCase):
     def assertCaught(self, check, mutate, fragment, overlay="dev"):
-        docs = copy.deepcopy(RENDERED[overlay])
-        mutate(docs)
-        problems = check(docs)
+        problems = check(broken(mutate, overlay))
         self.assertTrue(any(fragment in p for p in problems), f"{fragment!r} not in {problems}")
 
     def test_rollout_mistakes_are_caught(self):
