@@ -47,7 +47,8 @@ def settings_read_by(service: str) -> set[str]:
     including NAME_FILE for each secret."""
     sources = [*(REPO / "services" / service / "src").rglob("*.rs"),
                *(REPO / "services/platform/src").rglob("*.rs")]
-    text = "\n".join(p.read_text() for p in sources)
+    # A file's unit tests (its `#[cfg(test)]` module, last by convention) read made-up names.
+    text = "\n".join(p.read_text().split("#[cfg(test)]")[0] for p in sources)
     keys = set(re.findall(ENV_READERS, text))
     return keys | {f"{key}_FILE" for key in re.findall(SECRET_READERS, text)}
 
@@ -383,4 +384,35 @@ def check_rollouts(docs) -> list[str]:
     return problems
 
 
-CHECKS = [check_selectors, check_references, check_settings, check_mesh, check_rollouts]
+def alloy_keeps(config: str, source_label: str) -> str:
+    """The regex of the Alloy `keep` rule on `source_label` (Alloy cannot run here, but the rules
+    it applies can be held to the manifests)."""
+    for rule in re.findall(r"rule \{(.*?)\}", config, re.S):
+        if f'"{source_label}"' in rule and re.search(r'action\s*=\s*"keep"', rule):
+            return re.search(r'regex\s*=\s*"([^"]*)"', rule).group(1)
+    raise ValueError(f"no keep rule on {source_label}")
+
+
+def check_log_shipping(docs, config_path=REPO / "observability/alloy/config.alloy") -> list[str]:
+    """Alloy ships each service's app container, and not the Linkerd proxy, from this namespace."""
+    config = config_path.read_text()
+    namespaces = re.search(r"names\s*=\s*\[([^\]]*)\]", config).group(1)
+    keep_app = alloy_keeps(config, "__meta_kubernetes_pod_label_app_kubernetes_io_name")
+    keep_container = alloy_keeps(config, "__meta_kubernetes_pod_container_name")
+    problems = []
+    for service in SERVICES:
+        deployment, container = app_container(docs, service)
+        namespace = deployment["metadata"].get("namespace")
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        if f'"{namespace}"' not in namespaces:
+            problems.append(f"Alloy does not watch namespace {namespace!r}")
+        if not re.fullmatch(keep_app, labels.get("app.kubernetes.io/name", "")):
+            problems.append(f"Alloy's app label rule {keep_app!r} drops {service}'s pods")
+        if not re.fullmatch(keep_container, container["name"]):
+            problems.append(f"Alloy's container rule {keep_container!r} drops container {container['name']!r}")
+    if re.fullmatch(keep_container, "linkerd-proxy"):
+        problems.append("Alloy ships the linkerd-proxy container's logs too")
+    return problems
+
+
+CHECKS = [check_selectors, check_references, check_settings, check_mesh, check_rollouts, check_log_shipping]

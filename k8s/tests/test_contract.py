@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -121,6 +122,16 @@ class EachCheckCatchesATypo(unittest.TestCase):
             contract.named(docs, "HTTPRoute", "items", "gateway.networking.k8s.io")["spec"]["rules"][0][
                 "backendRefs"][0]["port"] = 8081
         self.assertCaught(contract.check_references, typo, "missing items:8081")
+
+    def test_log_shipping_from_a_container_that_does_not_exist(self):
+        config = (contract.REPO / "observability/alloy/config.alloy").read_text()
+        broken_config = re.sub(r'("__meta_kubernetes_pod_container_name"\]\s*regex\s*=\s*)"[^"]*"', r'\1"app"', config)
+        self.assertNotEqual(broken_config, config)
+        with tempfile.NamedTemporaryFile("w", suffix=".alloy") as f:
+            f.write(broken_config)
+            f.flush()
+            problems = contract.check_log_shipping(RENDERED["dev"], pathlib.Path(f.name))
+        self.assertIn("Alloy's container rule 'app' drops container 'items'", problems)
 
     def test_a_setting_the_binary_does_not_read(self):
         def typo(docs):
