@@ -231,7 +231,7 @@ replicas absorb at the target. Run it against prod with
 
 ```sh cluster
 k6 run --no-usage-report -e SCENARIO=hpa-ramp -e RATE={base} -e PEAK={peak} \\
-  -e ITEMS_URL=https://meridian.example.com -e TIMEZONES_URL=... -e API_KEY=... load-tests/meridian.js
+  -e ITEMS_URL=https://meridian.example.com -e TIMEZONES_URL=none -e API_KEY="$API_KEY" load-tests/meridian.js
 kubectl get hpa -n meridian-prod -w
 ```
 

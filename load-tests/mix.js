@@ -30,20 +30,25 @@ export function seedItems(count) {
   return ids;
 }
 
-// [weight, name, (ids, zone) => [method, url]]; weights sum to 100: mostly reads, a tenth
-// writes, a fifth straight to timezones.
-const requests = [
+// [weight, name, (ids, zone) => [method, url], service called]: mostly reads, a tenth writes,
+// a fifth straight to timezones. TIMEZONES_URL=none leaves out the direct timezones calls, for
+// a deployed environment where timezones has no public route: then only items reaches it.
+const everyRequest = [
   [20, 'item by id', (ids) => ['GET', `${target.items}/v1/items/${pick(ids)}`]],
   [15, 'item by id ?tz', (ids, zone) => ['GET', `${target.items}/v1/items/${pick(ids)}?tz=${zone}`]],
   [15, 'list items', () => ['GET', `${target.items}/v1/items?limit=10`]],
   [10, 'list items ?tz', (ids, zone) => ['GET', `${target.items}/v1/items?limit=10&tz=${zone}`]],
   [10, 'greeting ?tz', (ids, zone) => ['GET', `${target.items}/v1/greeting?tz=${zone}`]],
   [10, 'create item', () => ['POST', `${target.items}/v1/items`]],
-  [12, 'zone detail', (ids, zone) => ['GET', `${target.timezones}/v1/timezones/${zone}`]],
-  [8, 'convert', (ids, zone) => ['GET', `${target.timezones}/v1/convert?to=${zone}&at=2026-03-29T01:30:00Z`]],
+  [12, 'zone detail', (ids, zone) => ['GET', `${target.timezones}/v1/timezones/${zone}`], 'timezones'],
+  [8, 'convert', (ids, zone) => ['GET', `${target.timezones}/v1/convert?to=${zone}&at=2026-03-29T01:30:00Z`], 'timezones'],
 ];
+const requests = target.timezones === 'none'
+  ? everyRequest.filter(([, , , service]) => service !== 'timezones')
+  : everyRequest;
+const totalWeight = requests.reduce((sum, [weight]) => sum + weight, 0);
 
-// Every request name, for per-endpoint thresholds and summaries.
+// Every request name this run sends, for per-endpoint thresholds and summaries.
 export const requestNames = requests.map(([, name]) => name);
 
 function pick(list) {
@@ -51,7 +56,7 @@ function pick(list) {
 }
 
 export function sendOne(ids) {
-  let roll = Math.random() * 100;
+  let roll = Math.random() * totalWeight;
   const [, name, build] = requests.find(([weight]) => (roll -= weight) < 0) || requests[0];
   const [method, url] = build(ids, pick(zones));
   const response = method === 'POST'
