@@ -2,9 +2,9 @@
 # The security workflow's gates, run here offline: cargo-deny (licenses, bans, sources, and
 # advisories against the RustSec snapshot in ../shared/advisory-db when there is one, else the
 # live database), semgrep with the repository's rules (after the rules' own tests), actionlint
-# and zizmor on the workflows (each shown to catch a broken one first), and checkov over the
-# rendered manifests, the Dockerfile and the workflows. trivy cannot run here (its databases
-# are downloads): it runs in the security workflow only.
+# and zizmor on the workflows and the Dependabot config (each shown to catch a broken one
+# first), and checkov over the rendered manifests, the Dockerfile and the workflows. trivy cannot
+# run here (its databases are downloads): it runs in the security workflow only.
 # Usage: scripts/security.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,7 +88,8 @@ if zizmor --offline --no-progress "$scratch/broken/.github/workflows" >/dev/null
 fi
 "$actionlint" | tail -n 1
 yamllint -s -f parsable -c .yamllint.yaml .github .semgrep
-zizmor --offline --no-progress .github/workflows 2>/dev/null | tail -n 1
+# The repository root: the workflows and .github/dependabot.yml (its cooldown is audited too).
+zizmor --offline --no-progress . 2>/dev/null | tail -n 1
 
 step "checkov: rendered manifests, Dockerfile, workflows"
 scripts/checkov.sh >"$scratch/checkov.out" 2>&1 || { cat "$scratch/checkov.out"; exit 1; }
