@@ -10,7 +10,11 @@ Every ```sh (or ```bash) block in a tracked Markdown file says in its info strin
                       runs a shorter form of it
   ```sh docker        needs a Docker engine (none here); scripts/container-test.sh runs the
                       same images with podman
+  ```sh registry      needs the published images in their registry (unreachable here)
 Anything else fails the run, as does a command that fails or one that leaves files behind.
+It also checks that every relative link resolves (file and heading), that the README shows what
+the run command prints, and that docs/configuration.md's table of settings names exactly the
+variables each service's binary reads.
 Usage: python3 scripts/docs-test.py   (after the release build; ports 8080 and 8081 free)"""
 
 import os
@@ -19,12 +23,16 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-FENCE = re.compile(r"^```(sh|bash)\b(.*)$")
-KINDS = {"", "run-command", "test-command", "cluster", "long", "docker"}
+sys.path.insert(0, str(REPO / "k8s/tests"))
+from contract import SERVICES, settings_read_by  # noqa: E402  (the one reading of the code)
+
+FENCE = re.compile(r"^\s*```(sh|bash)\b(.*)$")  # also indented, inside a list item
+KINDS = {"", "run-command", "test-command", "cluster", "long", "docker", "registry"}
 RUN_HERE = re.compile(r"#\s*\(run here\)")
 # A claim such as `kubectl kustomize k8s/cluster  # (run here) renders 8 objects` is checked.
 RENDER_CLAIM = re.compile(r"kubectl kustomize (\S+).*renders (\d+) objects")
@@ -44,7 +52,7 @@ def blocks():
                 continue
             start, body = i + 1, []
             i += 1
-            while i < len(lines) and not lines[i].startswith("```"):
+            while i < len(lines) and not lines[i].lstrip().startswith("```"):
                 body.append(lines[i])
                 i += 1
             i += 1
@@ -80,7 +88,94 @@ def check_render_count(name, line, path, claimed):
         raise SystemExit(f"FAIL {name}:{line}: says {path} renders {claimed} objects; it renders {actual}")
 
 
+def check_banner(output, path="README.md"):
+    """The README shows what the run command prints once both services are up: every line of
+    that ```text block must be in its output."""
+    text = (REPO / path).read_text()
+    shown = re.search(r"```text\n(meridian is running.*?)```", text, re.S).group(1).splitlines()
+    deadline = time.monotonic() + 10
+    while True:
+        output.seek(0)
+        printed = set(output.read().splitlines())
+        missing = [line for line in shown if line not in printed]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if missing:
+        raise SystemExit(f"docs-test: {path} shows lines the run command does not print:\n  " + "\n  ".join(missing))
+    print(f"  ok   {path}: the run command prints the {len(shown)} lines shown")
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def headings_and_links(path):
+    """GitHub's anchors for the file's headings, and its link targets, outside code blocks."""
+    anchors, links, fenced = set(), [], False
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced:
+            continue
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            slug = re.sub(r"[^\w\- ]", "", title).replace(" ", "-")
+            anchor, n = slug, 0
+            while anchor in anchors:
+                n += 1
+                anchor = f"{slug}-{n}"
+            anchors.add(anchor)
+        links += LINK.findall(line)
+    return anchors, links
+
+
+def check_links(files):
+    """Every relative link in the docs names a file that exists, and a heading in it."""
+    broken = []
+    for name in files:
+        source = REPO / name
+        for target in headings_and_links(source)[1]:
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (source.parent / path).resolve() if path else source
+            if not resolved.exists():
+                broken.append(f"{name}: {target} (no such file)")
+            elif anchor and resolved.suffix == ".md" and anchor not in headings_and_links(resolved)[0]:
+                broken.append(f"{name}: {target} (no heading with that anchor)")
+    if broken:
+        raise SystemExit("docs-test: broken links:\n  " + "\n  ".join(broken))
+    print(f"docs-test: every relative link in {len(files)} Markdown files resolves")
+
+
+def check_settings_table(path="docs/configuration.md"):
+    """Every `| Variable | Service | ...` row names variables (first column, and any `X_FILE`
+    in the row) for `items`, `timezones` or `both`; per service they must equal what it reads."""
+    documented = {service: set() for service in SERVICES}
+    for row in (REPO / path).read_text().splitlines():
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        if len(cells) < 4 or cells[1] not in (*SERVICES, "both"):
+            continue
+        names = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0]))
+        names |= set(re.findall(r"`([A-Z][A-Z0-9_]+_FILE)`", row))
+        for service in SERVICES if cells[1] == "both" else [cells[1]]:
+            documented[service] |= names
+    problems = []
+    for service in SERVICES:
+        read = settings_read_by(service)
+        problems += [f"{service} reads {n}, which {path} does not list" for n in sorted(read - documented[service])]
+        problems += [f"{path} lists {n} for {service}, which it never reads" for n in sorted(documented[service] - read)]
+    if problems:
+        raise SystemExit("docs-test: the settings table and the code disagree:\n  " + "\n  ".join(problems))
+    print(f"docs-test: {path} lists exactly the settings each service reads "
+          f"({', '.join(f'{s} {len(documented[s])}' for s in SERVICES)})")
+
+
 def main():
+    check_links(subprocess.run(["git", "ls-files", "*.md"], cwd=REPO, check=True, capture_output=True,
+                               text=True).stdout.split())
+    check_settings_table()
     found = list(blocks())
     unknown = [f"{n}:{l} ```sh {k}" for n, l, k, _ in found if k not in KINDS]
     if unknown:
@@ -90,11 +185,13 @@ def main():
         raise SystemExit(f"docs-test: expected one run-command block, ./scripts/run.sh; found {run_commands}")
     before = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
 
-    system = subprocess.Popen(["./scripts/run.sh"], cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    output = tempfile.TemporaryFile("w+")
+    system = subprocess.Popen(["./scripts/run.sh"], cwd=REPO, stdout=output, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     counts = dict.fromkeys(KINDS, 0)
     try:
         wait_ready(["http://127.0.0.1:8080/readyz", "http://127.0.0.1:8081/readyz"], 900)
+        check_banner(output)
         print("docs-test: the system from ./scripts/run.sh is up; running the documented commands")
         for name, line, kind, text in found:
             counts[kind] += 1
@@ -116,7 +213,7 @@ def main():
         raise SystemExit(f"docs-test: the documented commands changed or left files:\n{after}")
     print(f"docs: {counts['']} blocks run, the run command started, cluster blocks {counts['cluster']} "
           f"(their `# (run here)` lines run); not run here: test command {counts['test-command']}, "
-          f"long {counts['long']}, docker {counts['docker']}")
+          f"long {counts['long']}, docker {counts['docker']}, registry {counts['registry']}")
 
 
 if __name__ == "__main__":

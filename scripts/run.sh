@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds both services and runs them on 127.0.0.1, items wired to timezones:
 #   timezones  http://127.0.0.1:8081        items  http://127.0.0.1:8080  (SQLite in ./data)
-# Ctrl-C stops both cleanly. Any setting from README's configuration table can be exported
+# Ctrl-C stops both cleanly. Any setting from docs/configuration.md can be exported
 # first; ITEMS_ADDR, TIMEZONES_ADDR, ITEMS_METRICS_ADDR and TIMEZONES_METRICS_ADDR move the
 # ports; MERIDIAN_PROFILE=dev skips the release build. Usage: ./scripts/run.sh
 set -euo pipefail

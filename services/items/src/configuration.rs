@@ -1,5 +1,6 @@
-//! The items service's settings, all from the environment (see README's table). Every bad value
-//! stops the process at start with one line naming the setting.
+//! The items service's settings, all from the environment (every one is in
+//! docs/configuration.md). Every bad value stops the process at start with one line naming the
+//! setting.
 
 use std::net::SocketAddr;
 use std::time::Duration;

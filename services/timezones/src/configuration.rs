@@ -1,4 +1,4 @@
-//! The timezones service's settings, all from the environment (see README's table).
+//! The timezones service's settings, all from the environment (every one in docs/configuration.md).
 
 use std::net::SocketAddr;
 
