@@ -2,7 +2,7 @@
 // items → timezones hop), writes with the API key, and timezone lookups. Each request is
 // tagged with a `name`, so summaries and thresholds can be read per endpoint.
 import http from 'k6/http';
-import { check } from 'k6';
+import { check, sleep } from 'k6';
 
 export const target = {
   items: __ENV.ITEMS_URL || 'http://127.0.0.1:8080',
@@ -13,13 +13,20 @@ export const target = {
 const zones = ['Europe/Paris', 'Asia/Tokyo', 'America/New_York', 'Australia/Sydney', 'America/Sao_Paulo'];
 const writeHeaders = { 'Content-Type': 'application/json', 'X-API-Key': target.apiKey };
 
+// A run's items carry a tag of their own, so the run can delete exactly what it created. Made
+// once, in k6 `setup()`: init code runs once per VU, and each would pick another.
+function newRunTag() {
+  return `k6-run-${Date.now().toString(36)}`;
+}
+
 // Items to read by id, created once per run (k6 `setup()`). With faults injected, some
 // creates fail: those are retried, a bounded number of times in all.
-export function seedItems(count) {
+export function startRun(count) {
+  const runTag = newRunTag();
   const ids = [];
   for (let attempt = 0; ids.length < count && attempt < count * 10; attempt += 1) {
     const response = http.post(`${target.items}/v1/items`,
-      JSON.stringify({ name: `seed ${attempt}`, tags: ['k6', 'seed'] }), { headers: writeHeaders });
+      JSON.stringify({ name: `seed ${attempt}`, tags: ['k6', runTag] }), { headers: writeHeaders });
     if (response.status === 201) {
       ids.push(response.json('id'));
     }
@@ -27,7 +34,35 @@ export function seedItems(count) {
   if (ids.length === 0) {
     throw new Error(`seeding items failed: no create answered 201 in ${count * 10} attempts`);
   }
-  return ids;
+  return { ids, runTag };
+}
+
+// Deletes every item the run created (k6 `teardown()`), a page at a time, waiting out the
+// write rate limit's Retry-After; bounded, so a broken service cannot keep it going. Returns
+// how many of the run's items are left (0 when the cleanup finished).
+export function cleanUp({ runTag }, maxRequests = 20000) {
+  const page = () => http.get(`${target.items}/v1/items?tag=${runTag}&limit=100`, { tags: { name: 'cleanup' } });
+  let requests = 0;
+  let items = page().json('items') || [];
+  while (items.length > 0 && requests < maxRequests) {
+    for (const item of items) {
+      for (let tries = 0; tries < 5; tries += 1) {
+        requests += 1;
+        const response = http.del(`${target.items}/v1/items/${item.id}`, null, {
+          headers: writeHeaders,
+          tags: { name: 'cleanup' },
+          // A 429 is waited out and a 404 means already gone: neither is a failed request.
+          responseCallback: http.expectedStatuses(204, 404, 429),
+        });
+        if (response.status !== 429) {
+          break;
+        }
+        sleep(Number(response.headers['Retry-After'] || 1));
+      }
+    }
+    items = page().json('items') || [];
+  }
+  return items.length;
 }
 
 // [weight, name, (ids, zone) => [method, url], service called]: mostly reads, a tenth writes,
@@ -55,12 +90,12 @@ function pick(list) {
   return list[Math.floor(Math.random() * list.length)];
 }
 
-export function sendOne(ids) {
+export function sendOne({ ids, runTag }) {
   let roll = Math.random() * totalWeight;
   const [, name, build] = requests.find(([weight]) => (roll -= weight) < 0) || requests[0];
   const [method, url] = build(ids, pick(zones));
   const response = method === 'POST'
-    ? http.post(url, JSON.stringify({ name: `k6 ${__VU}-${__ITER}`, tags: ['k6'] }),
+    ? http.post(url, JSON.stringify({ name: `k6 ${__VU}-${__ITER}`, tags: ['k6', runTag] }),
       { headers: writeHeaders, tags: { name } })
     : http.get(url, { tags: { name } });
   check(response, { 'status is 2xx': (r) => r.status >= 200 && r.status < 300 });

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proves the README's run command: starts scripts/run.sh (dev profile, free ports, a scratch
 # SQLite file), makes a real request across the items → timezones hop and a write, runs the k6
-# smoke scenario against it (10 s at 20 requests/s; fails on a threshold breach), then sends
+# smoke scenario against it (10 s at 20 requests/s; fails on a threshold breach; checks that it
+# deleted exactly the items it created), then sends
 # Ctrl-C (SIGINT to the process group) and expects both services to stop and the script to
 # exit 0. Bounded: every wait has a limit.
 set -euo pipefail
@@ -47,6 +48,11 @@ k6 run --no-usage-report --quiet -e SCENARIO=smoke -e ITEMS_URL="http://$items_a
   -e TIMEZONES_URL="http://$timezones_addr" -e SUMMARY_DIR="$scratch" load-tests/meridian.js \
   >"$scratch/k6.out" 2>&1 || { cat "$scratch/k6.out" >&2; fail "k6 smoke scenario failed"; }
 cat "$scratch/k6.out"
+# k6 deletes what it created (its own threshold fails otherwise), and only that.
+left=$(curl -fsS "http://$items_addr/v1/items?tag=k6&limit=100")
+[[ $left == *'"items":[]'* ]] || fail "k6 left items behind: $left"
+kept=$(curl -fsS "http://$items_addr/v1/items?name=smoke&limit=100")
+[[ $kept == *'"name":"smoke"'* ]] || fail "k6's cleanup deleted an item it did not create"
 
 kill -INT -- "-$run_pid"
 for _ in $(seq 1 300); do kill -0 "$run_pid" 2>/dev/null || break; sleep 0.1; done
