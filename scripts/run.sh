@@ -18,14 +18,17 @@ timezones_addr=${TIMEZONES_ADDR:-127.0.0.1:8081}
 items_metrics_addr=${ITEMS_METRICS_ADDR:-127.0.0.1:9464}
 timezones_metrics_addr=${TIMEZONES_METRICS_ADDR:-127.0.0.1:9465}
 default_key=local-dev-api-key-change-me
-export DUMMY_API_KEY=${DUMMY_API_KEY:-$default_key}
-export SECRET_MESSAGE=${SECRET_MESSAGE:-this is the local secret message}
+# Local defaults for the two required secrets, unless they come from files (NAME_FILE): the
+# services refuse a secret given both ways.
+[ -n "${DUMMY_API_KEY_FILE:-}" ] || export DUMMY_API_KEY=${DUMMY_API_KEY:-$default_key}
+[ -n "${SECRET_MESSAGE_FILE:-}" ] || export SECRET_MESSAGE=${SECRET_MESSAGE:-this is the local secret message}
+[ -n "${DATABASE_URL_FILE:-}" ] || export DATABASE_URL=${DATABASE_URL:-sqlite://data/items.db}
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 
 BIND_ADDR=$timezones_addr METRICS_ADDR=$timezones_metrics_addr "$bin/timezones" &
 timezones_pid=$!
 BIND_ADDR=$items_addr METRICS_ADDR=$items_metrics_addr TIMEZONES_URL="http://$timezones_addr" \
-  DATABASE_URL=${DATABASE_URL:-sqlite://data/items.db} "$bin/items" &
+  "$bin/items" &
 items_pid=$!
 
 stop() {
@@ -57,7 +60,7 @@ meridian is running (Ctrl-C stops both):
   timezones  http://$timezones_addr      Swagger UI: http://$timezones_addr/docs
   metrics    http://$items_metrics_addr/metrics  http://$timezones_metrics_addr/metrics
 INFO
-if [ "$DUMMY_API_KEY" = "$default_key" ]; then
+if [ "${DUMMY_API_KEY:-}" = "$default_key" ]; then
   echo "  writes need  X-API-Key: $default_key  (the local default; export DUMMY_API_KEY to choose one)"
 fi
 echo
