@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark (figures reported against targets, not asserted): builds the release binaries
 # and the bare hyper baseline, then runs load-tests/bench.py, which writes docs/performance.md,
-# docs/performance.json and docs/images/latency-vs-load.png. About 2 minutes; loopback only.
+# docs/performance.json and docs/images/latency-vs-load.png. About 5 minutes with the release
+# build in place; loopback only.
 # Usage: load-tests/bench.sh        (BENCH_SECONDS, BENCH_RATES, BENCH_OUT: see bench.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
