@@ -13,16 +13,12 @@ export const target = {
 const zones = ['Europe/Paris', 'Asia/Tokyo', 'America/New_York', 'Australia/Sydney', 'America/Sao_Paulo'];
 const writeHeaders = { 'Content-Type': 'application/json', 'X-API-Key': target.apiKey };
 
-// A run's items carry a tag of their own, so the run can delete exactly what it created. Made
-// once, in k6 `setup()`: init code runs once per VU, and each would pick another.
-function newRunTag() {
-  return `k6-run-${Date.now().toString(36)}`;
-}
-
 // Items to read by id, created once per run (k6 `setup()`). With faults injected, some
-// creates fail: those are retried, a bounded number of times in all.
+// creates fail: those are retried, a bounded number of times in all. The run's items carry a
+// tag of their own, so it can delete exactly what it created; made here, once, because init
+// code runs once per VU and each would pick another.
 export function startRun(count) {
-  const runTag = newRunTag();
+  const runTag = `k6-run-${Date.now().toString(36)}`;
   const ids = [];
   for (let attempt = 0; ids.length < count && attempt < count * 10; attempt += 1) {
     const response = http.post(`${target.items}/v1/items`,

@@ -38,11 +38,16 @@ RUN_HERE = re.compile(r"#\s*\(run here\)")
 RENDER_CLAIM = re.compile(r"kubectl kustomize (\S+).*renders (\d+) objects")
 
 
-def blocks():
-    """(file, line, kind, text) for every shell block in the tracked Markdown files."""
+def markdown_files():
+    """The tracked Markdown files, README.md first."""
     files = subprocess.run(["git", "ls-files", "*.md"], cwd=REPO, check=True, capture_output=True,
                            text=True).stdout.split()
-    for name in sorted(files, key=lambda f: (f != "README.md", f)):
+    return sorted(files, key=lambda f: (f != "README.md", f))
+
+
+def blocks():
+    """(file, line, kind, text) for every shell block in the tracked Markdown files."""
+    for name in markdown_files():
         lines = (REPO / name).read_text().splitlines()
         i = 0
         while i < len(lines):
@@ -173,8 +178,7 @@ def check_settings_table(path="docs/configuration.md"):
 
 
 def main():
-    check_links(subprocess.run(["git", "ls-files", "*.md"], cwd=REPO, check=True, capture_output=True,
-                               text=True).stdout.split())
+    check_links(markdown_files())
     check_settings_table()
     found = list(blocks())
     unknown = [f"{n}:{l} ```sh {k}" for n, l, k, _ in found if k not in KINDS]

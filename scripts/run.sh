@@ -19,10 +19,9 @@ items_metrics_addr=${ITEMS_METRICS_ADDR:-127.0.0.1:9464}
 timezones_metrics_addr=${TIMEZONES_METRICS_ADDR:-127.0.0.1:9465}
 default_key=local-dev-api-key-change-me
 # Local defaults for the two required secrets, unless they come from files (NAME_FILE): the
-# services refuse a secret given both ways.
+# services refuse a secret given both ways. (items' own DATABASE_URL default is ./data.)
 [ -n "${DUMMY_API_KEY_FILE:-}" ] || export DUMMY_API_KEY=${DUMMY_API_KEY:-$default_key}
 [ -n "${SECRET_MESSAGE_FILE:-}" ] || export SECRET_MESSAGE=${SECRET_MESSAGE:-this is the local secret message}
-[ -n "${DATABASE_URL_FILE:-}" ] || export DATABASE_URL=${DATABASE_URL:-sqlite://data/items.db}
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 
 BIND_ADDR=$timezones_addr METRICS_ADDR=$timezones_metrics_addr "$bin/timezones" &

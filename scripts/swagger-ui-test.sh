@@ -9,9 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 
 command -v chromium >/dev/null || apt_install chromium
-tools=${MERIDIAN_TOOLS_DIR:-$HOME/.cache/meridian/tools}/playwright
-[ -d "$tools/node_modules/playwright-core" ] || npm install --silent --no-audit --no-fund \
-  --prefix "$tools" playwright-core@1.65.1 >/dev/null
+tools=$(npm_tool playwright playwright-core@1.65.1)
 artifacts=target/test-artifacts
 mkdir -p "$artifacts"
 

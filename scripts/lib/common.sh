@@ -21,15 +21,26 @@ pip_install() {
     --break-system-packages "$@"
 }
 
+# Where the test tools that are not system packages live, one directory per tool.
+TOOLS_DIR=${MERIDIAN_TOOLS_DIR:-$HOME/.cache/meridian/tools}
+
 # A Python tool in a virtualenv of its own (semgrep, schemathesis and checkov pin clashing
 # versions of the same libraries), put first on PATH. Usage: venv_tool NAME REQUIREMENT...
 venv_tool() {
-  local dir="${MERIDIAN_TOOLS_DIR:-$HOME/.cache/meridian/tools}/$1"
+  local dir="$TOOLS_DIR/$1"
   shift
   [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
   "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
   PATH="$dir/bin:$PATH"
   export PATH
+}
+
+# An npm package in a directory of its own, installed once; prints that directory.
+# Usage: dir=$(npm_tool NAME PACKAGE@VERSION)
+npm_tool() {
+  local dir="$TOOLS_DIR/$1"
+  [ -d "$dir/node_modules/${2%@*}" ] || npm install --silent --no-audit --no-fund --prefix "$dir" "$2" >/dev/null
+  echo "$dir"
 }
 
 # Waits (at most 30 s) until a URL answers 2xx.

@@ -145,8 +145,9 @@ async fn inject_faults<E: Endpoint>(
 }
 
 /// Per request: honours a sane incoming `X-Request-ID` (so a caller's id follows the request
-/// across services) or makes one, and echoes it; adds the security headers; continues the caller's trace in a server
-/// span; counts and times the request by route template; logs one line when it is done.
+/// across services) or makes one, and echoes it; adds the security headers; continues the
+/// caller's trace in a server span; counts and times the request by route template; logs one
+/// line when it is done.
 async fn observe<E: Endpoint>(
     ep: Arc<E>,
     mut req: Request,

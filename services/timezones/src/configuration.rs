@@ -1,4 +1,5 @@
-//! The timezones service's settings, all from the environment (every one in docs/configuration.md).
+//! The timezones service's settings, all from the environment (every one is in
+//! docs/configuration.md).
 
 use std::net::SocketAddr;
 
