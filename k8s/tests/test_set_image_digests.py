@@ -1,12 +1,15 @@
-"""The GitOps deploy step (scripts/set-image-digests.py) on copies of the real overlays."""
+"""The GitOps deploy steps (scripts/set-image-digests.py, scripts/set-owner.py) on copies of the real overlays."""
 
 import importlib.util
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import unittest
+
+import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts/set-image-digests.py"
@@ -83,6 +86,57 @@ class SetImageDigests(unittest.TestCase):
         out = module.set_digests(text, {"a": ITEMS})
         self.assertIn(f"digest: {ITEMS}\n", out)
         self.assertTrue(out.endswith("digest: keep\n"))
+
+
+class SetOwner(unittest.TestCase):
+    """scripts/set-owner.py, which the deploy workflow runs with its own repository: a fork's
+    overlays pull the images its release pushed, and its Argo CD reads its own git."""
+
+    def setUp(self):
+        self.scratch = pathlib.Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.scratch)
+        for part in ("k8s", "mesh"):
+            shutil.copytree(REPO / part, self.scratch / part,
+                            ignore=shutil.ignore_patterns(".render-*", "__pycache__"))
+        (self.scratch / "scripts").mkdir()
+        shutil.copy(REPO / "scripts/set-owner.py", self.scratch / "scripts")
+
+    def set_owner(self, repository):
+        return subprocess.run([sys.executable, str(self.scratch / "scripts/set-owner.py"), repository],
+                              capture_output=True, text=True)
+
+    def test_a_fork_deploys_its_own_images_from_its_own_git(self):
+        result = self.set_owner("Some-Fork/meridian")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for overlay in ("dev", "prod"):
+            rendered = render(self.scratch / "k8s/overlays" / overlay)
+            # release.yml pushes to ghcr.io/${OWNER,,}/meridian-<service>: lower-case.
+            images = set(re.findall(r"image: (\S*meridian-(?:items|timezones)\S*)", rendered))
+            self.assertTrue(images, overlay)
+            self.assertTrue(all(i.startswith("ghcr.io/some-fork/meridian-") for i in images), images)
+        gitops = yaml.safe_load_all(render(self.scratch / "k8s/gitops"))
+        urls = [d["spec"]["source"]["repoURL"] for d in gitops if d and d["kind"] == "Application"]
+        self.assertEqual(set(urls), {"https://github.com/Some-Fork/meridian.git"})
+        project = (self.scratch / "k8s/gitops/appproject.yaml").read_text()
+        self.assertIn("- https://github.com/Some-Fork/meridian.git", project)
+        self.assertNotIn("meridian-example", project)
+
+    def test_a_second_run_changes_nothing(self):
+        self.assertEqual(self.set_owner("Some-Fork/meridian").returncode, 0)
+        before = {p: p.read_text() for p in self.scratch.glob("k8s/**/*.yaml")}
+        result = self.set_owner("Some-Fork/meridian")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("nothing changed", result.stdout)
+        self.assertEqual({p: p.read_text() for p in before}, before)
+
+    def test_a_bad_name_or_nothing_to_rewrite_fails(self):
+        self.assertNotEqual(self.set_owner("no-slash").returncode, 0)
+        self.assertNotEqual(self.set_owner("a/b; rm -rf /").returncode, 0)
+        for path in self.scratch.glob("k8s/overlays/*/kustomization.yaml"):
+            path.write_text(path.read_text().replace("ghcr.io/", "docker.io/"))
+        result = self.set_owner("Some-Fork/meridian")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("found 0 ghcr.io", result.stderr)
 
 
 if __name__ == "__main__":
