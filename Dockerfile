@@ -2,10 +2,14 @@
 #   docker build --target items -t meridian-items .
 # Base images are build arguments so a locally made base can stand in (see
 # scripts/container-test.sh, which builds and runs these images with podman, offline).
-ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
-# The stage (or image) that provides /out/items and /out/timezones: `build` compiles them
-# here; a test passes an image holding binaries built outside.
+# Builder and runtime move together, on one Debian release (13, trixie): the binaries link
+# against the builder's glibc, and one built on a newer glibc than the runtime's fails at
+# start ("GLIBC_2.xx not found"). distroless cc-debian12 reached its end of life in
+# September 2026.
+ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-trixie
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian13:nonroot
+# The stage (or image) that provides /out/items, /out/timezones and an empty /out/data:
+# `build` compiles them here; a test passes an image holding binaries built outside.
 ARG BINARIES=build
 
 FROM ${RUST_IMAGE} AS chef
@@ -24,7 +28,7 @@ COPY . .
 ARG MERIDIAN_GIT_COMMIT=unknown
 ENV MERIDIAN_GIT_COMMIT=${MERIDIAN_GIT_COMMIT}
 RUN cargo build --release --locked --bin items --bin timezones \
-    && mkdir -p /out && cp target/release/items target/release/timezones /out/
+    && mkdir -p /out/data && cp target/release/items target/release/timezones /out/
 
 # checkov:skip=CKV_DOCKER_7: BINARIES names a build stage (or a local test image), not a registry tag
 FROM ${BINARIES} AS binaries
@@ -45,11 +49,18 @@ FROM runtime AS items
 LABEL org.opencontainers.image.title="meridian-items" \
       org.opencontainers.image.description="Items CRUD API of the meridian reference system"
 COPY --from=binaries /out/items /usr/local/bin/items
+# Distroless has no shell to mkdir with, and its / is root's: /data comes from the binaries
+# stage, owned by the user items runs as. A new volume starts as a copy of it, owner included;
+# a tmpfs only takes its mode, so mount one with uid=65532,gid=65532.
+COPY --from=binaries --chown=65532:65532 /out/data /data
+VOLUME /data
 ENV BIND_ADDR=0.0.0.0:8080 \
     METRICS_ADDR=0.0.0.0:9464 \
     DATABASE_URL=sqlite:///data/items.db
 EXPOSE 8080 9464
-HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+# The probe allows itself 2 s to connect, 2 s to send and 2 s to read (lifecycle.rs):
+# the timeout is longer, so a slow answer is reported by the probe, not cut short.
+HEALTHCHECK --interval=10s --timeout=8s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/items", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/items"]
 
@@ -60,6 +71,7 @@ COPY --from=binaries /out/timezones /usr/local/bin/timezones
 ENV BIND_ADDR=0.0.0.0:8081 \
     METRICS_ADDR=0.0.0.0:9465
 EXPOSE 8081 9465
-HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+# The same probe, and timeout, as items'.
+HEALTHCHECK --interval=10s --timeout=8s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/timezones", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/timezones"]

@@ -4,7 +4,8 @@
 # distroless/cc equivalent: glibc, libgcc, CA certificates, uid 65532) is made from this
 # machine's libraries, and the release binaries built by cargo are passed in through the
 # BINARIES build argument instead of compiling inside a Rust image.
-# Usage: scripts/container-test.sh   (after `cargo build --release --bins`)
+# Usage: scripts/container-test.sh   (builds the release binaries with MERIDIAN_GIT_COMMIT
+# set; nothing to do when `cargo build --release --locked --bins` ran with the same value)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
@@ -25,7 +26,8 @@ runroot = "$scratch/run"
 graphroot = "$scratch/graph"
 CONF
 cleanup() {
-  podman rm -f -t 0 meridian-items meridian-timezones >/dev/null 2>&1 || true
+  podman rm -f -t 0 meridian-items meridian-timezones meridian-items-data >/dev/null 2>&1 || true
+  podman volume rm -f meridian-items-data meridian-items-tmpfs >/dev/null 2>&1 || true
   podman rmi -a -f >/dev/null 2>&1 || true
   rm -rf "$scratch"
 }
@@ -36,11 +38,27 @@ fail() {
   podman logs meridian-items 2>&1 | tail -20 >&2 || true
   exit 1
 }
+write_item() { # port, API key, name: POST answers 201 and the item reads back from its Location
+  local response location
+  response=$(curl -s -o /dev/null -D - -w '%{http_code}' -X POST "http://127.0.0.1:$1/v1/items" \
+    -H "X-API-Key: $2" -H 'Content-Type: application/json' -d "{\"name\":\"$3\"}")
+  [ "${response##*$'\n'}" = 201 ] || fail "create on :$1 answered ${response##*$'\n'} (is /data writable?)"
+  location=$(printf '%s\n' "$response" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+  curl -fsS "http://127.0.0.1:$1$location" | grep -q "\"name\":\"$3\"" || fail "$location on :$1 does not read back"
+}
 
 step "hadolint and checkov (Dockerfile)"
 hadolint Dockerfile
 checkov -f Dockerfile --framework dockerfile --compact --quiet --skip-download
 
+step "Dockerfile and compose.yaml against the code's timeouts, shutdown grace and build commit"
+python3 -m unittest scripts/test_container_contract.py >"$scratch/contract.out" 2>&1 \
+  || { cat "$scratch/contract.out"; fail "container contract"; }
+
+# build_info's commit is compiled in (option_env! in metrics.rs), so the binaries the images
+# carry are built with it; cargo rebuilds only when the value changed.
+commit=${MERIDIAN_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+MERIDIAN_GIT_COMMIT=$commit cargo build --release --locked --bins
 release=${CARGO_TARGET_DIR:-target}/release
 step "Base image (distroless/cc equivalent) from this machine's libraries"
 rootfs=$scratch/rootfs
@@ -53,13 +71,12 @@ cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$rootfs/etc/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$rootfs/etc/group"
 tar -C "$rootfs" -c . | podman import --quiet - localhost/meridian-base:test >/dev/null
-mkdir -p "$scratch/bin"
+mkdir -p "$scratch/bin/data"
 cp "$release/items" "$release/timezones" "$scratch/bin/"
-printf 'FROM scratch\nCOPY items timezones /out/\n' >"$scratch/bin/Containerfile"
+printf 'FROM scratch\nCOPY items timezones /out/\nCOPY data /out/data/\n' >"$scratch/bin/Containerfile"
 podman build --quiet --pull=never -t localhost/meridian-binaries:test "$scratch/bin" >/dev/null
 
 step "Images from the repo's Dockerfile"
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 for service in items timezones; do
   podman build --quiet --pull=never --format docker --target "$service" \
     --build-arg RUNTIME_IMAGE=localhost/meridian-base:test \
@@ -75,14 +92,14 @@ done
 
 step "Running both images read-only, as uid 65532, with no capabilities"
 hardened=(--read-only --user 65532 --cap-drop ALL --security-opt no-new-privileges)
-items_port=$(free_port); timezones_port=$(free_port)
+items_port=$(free_port); timezones_port=$(free_port); metrics_port=$(free_port)
 # items joins timezones' network namespace, as two containers of one pod would; ports are
 # published on loopback only.
 podman run -d --name meridian-timezones "${hardened[@]}" \
-  -p "127.0.0.1:$items_port:8080" -p "127.0.0.1:$timezones_port:8081" \
+  -p "127.0.0.1:$items_port:8080" -p "127.0.0.1:$timezones_port:8081" -p "127.0.0.1:$metrics_port:9464" \
   localhost/meridian-timezones:test >/dev/null 2>>"$scratch/podman.err"
 podman run -d --name meridian-items "${hardened[@]}" --network container:meridian-timezones \
-  --tmpfs /data:rw,size=64m,mode=1777 -e DRAIN_DELAY_MS=500 \
+  -e DRAIN_DELAY_MS=500 \
   -e DUMMY_API_KEY=container-test-key-0123 -e SECRET_MESSAGE=s -e TIMEZONES_URL=http://127.0.0.1:8081 \
   localhost/meridian-items:test >/dev/null 2>>"$scratch/podman.err"
 # (podman warns on stderr that it cannot schedule periodic health checks without systemd;
@@ -94,15 +111,54 @@ done
 curl -fsS -o /dev/null "http://127.0.0.1:$items_port/healthz" || fail "items /healthz"
 greeting=$(curl -fsS "http://127.0.0.1:$items_port/v1/greeting?tz=Asia/Tokyo")
 [[ $greeting == *'"source":"timezones"'* ]] || fail "no items → timezones hop: $greeting"
-created=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$items_port/v1/items" \
-  -H 'X-API-Key: container-test-key-0123' -H 'Content-Type: application/json' -d '{"name":"boxed"}')
-[ "$created" = 201 ] || fail "create answered $created (is /data writable?)"
+write_item "$items_port" container-test-key-0123 boxed
+curl -fsS "http://127.0.0.1:$metrics_port/metrics" >"$scratch/metrics.txt" || fail "items /metrics"
+grep -q "^build_info{.*commit=\"$commit\"" "$scratch/metrics.txt" \
+  || fail "build_info does not report commit $commit: $(grep '^build_info' "$scratch/metrics.txt")"
 for service in items timezones; do
   podman healthcheck run "meridian-$service" >"$scratch/hc.out" 2>&1 || { cat "$scratch/hc.out"; fail "$service HEALTHCHECK is not healthy"; }
   [ "$(podman top "meridian-$service" huser | tail -n 1 | tr -d ' ')" = 65532 ] || fail "$service runs as root"
   [ "$(podman inspect "meridian-$service" --format '{{.HostConfig.ReadonlyRootfs}}')" = true ] || fail "$service root fs is writable"
 done
 echo "  hop: $greeting"
+
+step "items' /data: with no mount, a named volume, a tmpfs for uid 65532"
+# The image's /data is 65532's: a new volume (anonymous, from VOLUME, or named) starts as a copy
+# of it, owner included. runc gives a tmpfs the directory's mode only
+# (libcontainer/rootfs_linux.go), so a tmpfs without uid= is root's and items cannot start.
+# podman refuses uid= on --tmpfs (Docker takes `--tmpfs /data:uid=65532,gid=65532`); the same
+# tmpfs options reach the kernel through a tmpfs volume.
+podman volume create meridian-items-data >/dev/null
+podman volume create --opt type=tmpfs --opt device=tmpfs --opt o=uid=65532,gid=65532 \
+  meridian-items-tmpfs >/dev/null
+for mount in none volume tmpfs root-tmpfs; do
+  case $mount in
+    none) args=() ;;
+    volume) args=(-v meridian-items-data:/data) ;;
+    tmpfs) args=(-v meridian-items-tmpfs:/data) ;;
+    root-tmpfs) args=(--tmpfs /data:rw,size=16m) ;;
+  esac
+  port=$(free_port)
+  podman run -d --name meridian-items-data "${hardened[@]}" "${args[@]}" -p "127.0.0.1:$port:8080" \
+    -e DUMMY_API_KEY=container-test-key-0123 -e SECRET_MESSAGE=s \
+    localhost/meridian-items:test >/dev/null 2>>"$scratch/podman.err"
+  ready=
+  for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null && { ready=1; break; }
+    [ "$(podman inspect meridian-items-data --format '{{.State.Running}}')" = true ] || break
+    sleep 0.1
+  done
+  if [ "$mount" = root-tmpfs ]; then
+    [ -z "$ready" ] || fail "items started on a root-owned tmpfs /data: the uid= option looks unneeded"
+    echo "  /data on a tmpfs without uid=: items does not start, as expected"
+  else
+    [ -n "$ready" ] || { podman logs meridian-items-data >&2; fail "items with /data on $mount did not start"; }
+    write_item "$port" container-test-key-0123 "on $mount"
+    echo "  /data on $mount: item written and read back"
+  fi
+  podman rm -f -v -t 0 meridian-items-data >/dev/null 2>&1
+done
+podman volume rm meridian-items-data meridian-items-tmpfs >/dev/null
 
 step "SIGTERM: both stop within the drain period with exit code 0"
 podman stop -t 15 meridian-items meridian-timezones >/dev/null 2>>"$scratch/podman.err"
@@ -134,6 +190,8 @@ for _ in $(seq 1 100); do
 done
 greeting=$(curl -fsS "http://127.0.0.1:$compose_port/v1/greeting?tz=Europe/Paris") \
   || { compose_down; cat "$scratch/compose.log"; fail "items from compose did not answer"; }
+# compose's volume on /data is 65532's: SQLite writes there.
+(write_item "$compose_port" local-dev-api-key-change-me "from compose") || { compose_down; fail "compose: no write to /data"; }
 compose_down
 [[ $greeting == *'"source":"timezones"'* ]] || fail "compose: no hop by service name: $greeting"
 echo "  compose hop: $greeting"

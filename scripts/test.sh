@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
+# Every build in this run stamps one commit into build_info (container-test.sh checks it there):
+# one value, so cargo never rebuilds the services between steps for a changed stamp.
+export MERIDIAN_GIT_COMMIT=${MERIDIAN_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 
 step "Installing what the tests need"
 ensure_base_tools
