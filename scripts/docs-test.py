@@ -209,8 +209,10 @@ def main():
                         if claim:
                             check_render_count(name, line + offset, *claim.groups())
     finally:
-        os.killpg(system.pid, signal.SIGINT)
-        system.wait(timeout=60)
+        os.killpg(system.pid, signal.SIGINT)  # Ctrl-C, as a terminal sends it
+        stopped = system.wait(timeout=60)
+    if stopped != 0:
+        raise SystemExit(f"docs-test: ./scripts/run.sh exited {stopped} after Ctrl-C")
 
     after = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
     if after != before:

@@ -24,22 +24,49 @@ default_key=local-dev-api-key-change-me
 [ -n "${SECRET_MESSAGE_FILE:-}" ] || export SECRET_MESSAGE=${SECRET_MESSAGE:-this is the local secret message}
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 
+# Waits until a service has exited, however often a signal interrupts `wait`; returns its status.
+reap() {
+  local code
+  while :; do
+    code=0
+    wait "$1" || code=$?
+    kill -0 "$1" 2>/dev/null || return "$code"
+  done
+}
+
+# Stops whichever services have started (the shell's background jobs, so a signal that lands
+# mid-launch finds them too) and exits 0 if each stopped cleanly.
+stop() {
+  local services status=0 code pid
+  services=$(jobs -p)
+  forced=0
+  # A second Ctrl-C does not wait for the drain.
+  trap 'kill -KILL $services 2>/dev/null || true; forced=1' INT TERM HUP
+  echo "==> Stopping both services"
+  kill -TERM $services 2>/dev/null || true
+  for pid in $services; do
+    code=0
+    reap "$pid" || code=$?
+    # 143: our SIGTERM arrived before the service listened for it (Ctrl-C during start-up).
+    case "$code" in 0 | 143) ;; *) status=1 ;; esac
+  done
+  [ "$forced" = 0 ] || status=130
+  exit "$status"
+}
+trap stop INT TERM HUP
+
+# Each service gets a process group of its own (job control on while it starts), so a
+# terminal's Ctrl-C reaches this script alone and the script's trap is the one thing that stops
+# them: a service that exits without it has died on its own. (In the terminal's group, the
+# services took the SIGINT at the same moment as the script, and which of them the script saw
+# first was down to timing.)
+set -m
 BIND_ADDR=$timezones_addr METRICS_ADDR=$timezones_metrics_addr "$bin/timezones" &
 timezones_pid=$!
 BIND_ADDR=$items_addr METRICS_ADDR=$items_metrics_addr TIMEZONES_URL="http://$timezones_addr" \
   "$bin/items" &
 items_pid=$!
-
-stop() {
-  trap - INT TERM
-  echo "==> Stopping both services"
-  kill -TERM "$items_pid" "$timezones_pid" 2>/dev/null || true
-  local status=0
-  wait "$items_pid" || status=$?
-  wait "$timezones_pid" || status=$?
-  exit "$status"
-}
-trap stop INT TERM
+set +m
 
 ready() { curl -fsS -o /dev/null "http://$1/readyz" 2>/dev/null; }
 for _ in $(seq 1 100); do
@@ -64,9 +91,15 @@ if [ "${DUMMY_API_KEY:-}" = "$default_key" ]; then
 fi
 echo
 
-# If either service exits on its own, stop the other and report failure.
-wait -n "$items_pid" "$timezones_pid" || true
-echo "A service exited unexpectedly." >&2
+# Only a service that exits on its own gets here: a signal to this script runs `stop`.
+code=0
+wait -n "$items_pid" "$timezones_pid" || code=$?
+for pid in "$items_pid" "$timezones_pid"; do
+  if ! kill -0 "$pid" 2>/dev/null; then
+    name=items; [ "$pid" = "$timezones_pid" ] && name=timezones
+    echo "A service exited unexpectedly: $name (exit status $code); stopping the other." >&2
+  fi
+done
 kill -TERM "$items_pid" "$timezones_pid" 2>/dev/null || true
 wait || true
 exit 1
