@@ -6,6 +6,9 @@ overlay and shows each one failing on a broken copy.
 
 from __future__ import annotations
 
+import math
+import re
+
 import contract
 
 PROXY_ADMIN_PORT, PROXY_TAP_PORT = 4191, 4190
@@ -75,4 +78,53 @@ def check_proxy_admin_policy(docs) -> list[str]:
     return problems
 
 
-CHECKS = [check_namespace_annotations, check_proxy_admin_policy]
+def label_values(query: str, label: str) -> set[str]:
+    return set(re.findall(label + r'="([^"]*)"', query))
+
+
+def argo_condition(condition: str, result: list[float]) -> bool:
+    """An Argo Rollouts success/failure condition (expr-lang) on a Prometheus result: `&&`,
+    `||`, `len(result)`, `result[0]` and comparisons, as Python evaluates them (NaN compares
+    false in both)."""
+    python = condition.replace("&&", " and ").replace("||", " or ")
+    return bool(eval(python, {"__builtins__": {}, "len": len}, {"result": result}))  # noqa: S307
+
+
+def check_canary_analysis(docs) -> list[str]:
+    """Each canary's analysis counts only its API traffic: every query selects, for the Rollout's
+    app, the Server that serves the API and the route behind it (not the probe route, not the
+    metrics port), both of which exist; and a measurement with no traffic (no series, or NaN)
+    meets neither condition, so Argo Rollouts calls it inconclusive rather than a pass."""
+    problems = []
+    servers = {s["metadata"]["name"]: s for s in contract.of_kind(docs, "Server", "policy.linkerd.io")}
+    routes = {r["metadata"]["name"]: r for r in contract.of_kind(docs, "HTTPRoute", "policy.linkerd.io")}
+    for rollout in contract.of_kind(docs, "Rollout", "argoproj.io"):
+        analysis = rollout["spec"]["strategy"].get("canary", {}).get("analysis")
+        if not analysis:
+            continue
+        app = next(a["value"] for a in analysis["args"] if a["name"] == "app")
+        for ref in analysis["templates"]:
+            template = contract.named(docs, "AnalysisTemplate", ref["templateName"], "argoproj.io")
+            for metric in template["spec"]["metrics"] if template else []:
+                where = f"{rollout['metadata']['name']}/{metric['name']}"
+                query = metric["provider"]["prometheus"]["query"].replace("{{args.app}}", app)
+                selectors = re.findall(r"\{([^{}]*)\}", re.sub(r"\{\{\s*args\.[\w-]+\s*\}\}", "arg", query))
+                server_names, route_names = label_values(query, "srv_name"), label_values(query, "route_name")
+                if any("srv_name=" not in sel or "route_name=" not in sel for sel in selectors):
+                    problems.append(f"{where}: the query counts every port and route (probes, scrapes)")
+                for server in server_names:
+                    if server not in servers or servers[server]["spec"]["port"] != "http":
+                        problems.append(f"{where}: srv_name {server!r} is not the API's Server")
+                for route in route_names:
+                    parents = {p["name"] for p in routes.get(route, {"spec": {"parentRefs": []}})["spec"]["parentRefs"]}
+                    paths = route_paths(routes[route]) if route in routes else set()
+                    if not parents & server_names or paths & {"/healthz", "/readyz"}:
+                        problems.append(f"{where}: route_name {route!r} is not the API route of {sorted(server_names)}")
+                for result in ([], [math.nan]):
+                    if any(argo_condition(metric.get(c, "false"), result)
+                           for c in ("successCondition", "failureCondition")):
+                        problems.append(f"{where}: a measurement with no traffic ({result}) is not inconclusive")
+    return problems
+
+
+CHECKS = [check_namespace_annotations, check_proxy_admin_policy, check_canary_analysis]

@@ -14,6 +14,11 @@ import contract_mesh_policy as mesh  # noqa: E402
 RENDERED = {overlay: contract.render(f"k8s/overlays/{overlay}") for overlay in contract.OVERLAYS}
 
 
+def analysis_metric(docs, name):
+    template = contract.named(docs, "AnalysisTemplate", "linkerd-canary", "argoproj.io")
+    return next(m for m in template["spec"]["metrics"] if m["name"] == name)
+
+
 class TheOverlaysHold(unittest.TestCase):
     def test_every_overlay_passes_every_check(self):
         for overlay, docs in RENDERED.items():
@@ -57,6 +62,31 @@ class EachCheckCatchesItsMistake(unittest.TestCase):
             route = contract.named(docs, "HTTPRoute", "linkerd-admin-metrics", "policy.linkerd.io")
             route["spec"]["rules"][0]["matches"].append({"path": {"type": "Exact", "value": "/env.json"}})
         self.assertCaught(mesh.check_proxy_admin_policy(self.broken(wider)), "reach ['/env.json']")
+
+    def broken_prod(self, mutate):
+        docs = copy.deepcopy(RENDERED["prod"])
+        mutate(docs)
+        return docs
+
+    def test_an_analysis_counting_probes_and_scrapes_is_caught(self):
+        def every_route(docs):
+            metric = analysis_metric(docs, "success-rate")
+            query = metric["provider"]["prometheus"]["query"]
+            metric["provider"]["prometheus"]["query"] = query.replace(
+                'srv_name="{{args.app}}-http", route_name="{{args.app}}-api",', "")
+        self.assertCaught(mesh.check_canary_analysis(self.broken_prod(every_route)), "counts every port")
+
+    def test_an_analysis_on_the_probe_route_is_caught(self):
+        def probes(docs):
+            metric = analysis_metric(docs, "p99-latency-ms")
+            metric["provider"]["prometheus"]["query"] = metric["provider"]["prometheus"]["query"].replace(
+                '{{args.app}}-api', '{{args.app}}-probes')
+        self.assertCaught(mesh.check_canary_analysis(self.broken_prod(probes)), "is not the API route")
+
+    def test_no_traffic_passing_is_caught(self):
+        def passes_empty(docs):
+            analysis_metric(docs, "success-rate")["successCondition"] = "len(result) == 0 || result[0] >= 0.99"
+        self.assertCaught(mesh.check_canary_analysis(self.broken_prod(passes_empty)), "is not inconclusive")
 
 
 if __name__ == "__main__":
