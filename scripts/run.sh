@@ -7,6 +7,38 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Waits until a service has exited, however often a signal interrupts `wait`; returns its status.
+reap() {
+  local code
+  while :; do
+    code=0
+    wait "$1" || code=$?
+    kill -0 "$1" 2>/dev/null || return "$code"
+  done
+}
+
+# Stops whichever services have started (the shell's running background jobs, so a signal
+# that lands mid-launch finds them too; a foreground `curl` or `sleep` the same Ctrl-C killed is
+# not one) and exits 0 if each stopped cleanly.
+stop() {
+  local services status=0 code pid
+  services=$(jobs -pr)
+  forced=0
+  # A second Ctrl-C does not wait for the drain.
+  trap 'kill -KILL $services 2>/dev/null || true; forced=1' INT TERM HUP
+  echo "==> Stopping both services"
+  kill -TERM $services 2>/dev/null || true
+  for pid in $services; do
+    code=0
+    reap "$pid" || code=$?
+    # 143: our SIGTERM arrived before the service listened for it (Ctrl-C during start-up).
+    case "$code" in 0 | 143) ;; *) status=1 ;; esac
+  done
+  [ "$forced" = 0 ] || status=130
+  exit "$status"
+}
+trap stop INT TERM HUP
+
 profile=${MERIDIAN_PROFILE:-release}
 echo "==> Building both services ($profile profile)"
 cargo build --locked --profile "$profile" --bins
@@ -24,36 +56,6 @@ default_key=local-dev-api-key-change-me
 [ -n "${SECRET_MESSAGE_FILE:-}" ] || export SECRET_MESSAGE=${SECRET_MESSAGE:-this is the local secret message}
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 
-# Waits until a service has exited, however often a signal interrupts `wait`; returns its status.
-reap() {
-  local code
-  while :; do
-    code=0
-    wait "$1" || code=$?
-    kill -0 "$1" 2>/dev/null || return "$code"
-  done
-}
-
-# Stops whichever services have started (the shell's background jobs, so a signal that lands
-# mid-launch finds them too) and exits 0 if each stopped cleanly.
-stop() {
-  local services status=0 code pid
-  services=$(jobs -p)
-  forced=0
-  # A second Ctrl-C does not wait for the drain.
-  trap 'kill -KILL $services 2>/dev/null || true; forced=1' INT TERM HUP
-  echo "==> Stopping both services"
-  kill -TERM $services 2>/dev/null || true
-  for pid in $services; do
-    code=0
-    reap "$pid" || code=$?
-    # 143: our SIGTERM arrived before the service listened for it (Ctrl-C during start-up).
-    case "$code" in 0 | 143) ;; *) status=1 ;; esac
-  done
-  [ "$forced" = 0 ] || status=130
-  exit "$status"
-}
-trap stop INT TERM HUP
 
 # Each service gets a process group of its own (job control on while it starts), so a
 # terminal's Ctrl-C reaches this script alone and the script's trap is the one thing that stops

@@ -14,9 +14,12 @@ ensure_k6
 
 scratch=$(mktemp -d /tmp/meridian-smoke.XXXXXX)
 run_pid=""
+service_pids=()
 cleanup() {
-  # The services run in process groups of their own under run.sh: end them first.
+  # The services run in process groups of their own under run.sh: end them first, also any
+  # that outlived a run.sh that died.
   [ -z "$run_pid" ] || pkill -KILL -P "$run_pid" 2>/dev/null || true
+  [ "${#service_pids[@]}" = 0 ] || kill -KILL "${service_pids[@]}" 2>/dev/null || true
   [ -z "$run_pid" ] || kill -KILL -- "-$run_pid" 2>/dev/null || true
   rm -rf "$scratch"
 }
@@ -24,7 +27,8 @@ trap cleanup EXIT
 fail() { echo "smoke-run: $*" >&2; cat "$log" >&2; exit 1; }
 
 # Starts run.sh in a process group of its own, as a terminal starts a command, with its own
-# ports and database; sets run_pid, items_addr, timezones_addr and log.
+# ports and database; sets run_pid, items_addr, timezones_addr and log. With "early", returns
+# as soon as the build is done, while the services start.
 start_system() {
   local profile=$1 name=$2
   items_addr=127.0.0.1:$(free_port)
@@ -36,10 +40,14 @@ start_system() {
     DATABASE_URL="sqlite://$scratch/$name.db" LOG_FORMAT=json scripts/run.sh >"$log" 2>&1 &
   run_pid=$!
   set +m
-  for _ in $(seq 1 600); do
-    grep -qs "Swagger UI: http://$items_addr/docs" "$log" && return 0
+  for _ in $(seq 1 6000); do
+    if [ "${3:-}" = early ] && grep -qs 'Finished `' "$log"; then return 0; fi
+    if grep -qs "Swagger UI: http://$items_addr/docs" "$log"; then
+      mapfile -t -O "${#service_pids[@]}" service_pids < <(pgrep -P "$run_pid")
+      return 0
+    fi
     kill -0 "$run_pid" 2>/dev/null || fail "run.sh exited early"
-    sleep 0.1
+    sleep 0.01
   done
   fail "no Swagger UI URL within 60 s"
 }
@@ -90,7 +98,14 @@ for round in 1 2; do
   start_system dev "dev-$round"
   ctrl_c_stops_both
 done
-echo "smoke-run: Ctrl-C stopped both services and run.sh exited 0, 6 times with the release build, twice with the dev build"
+# Ctrl-C while the services start (launch, readiness wait): wherever it lands, exit 0.
+for round in 1 2 3; do
+  start_system release "starting-$round" early
+  kill -INT -- "-$run_pid"
+  wait_for_exit "Ctrl-C during start-up"
+  [ "$run_status" = 0 ] || fail "run.sh exited $run_status after Ctrl-C during start-up"
+done
+echo "smoke-run: Ctrl-C stopped both services and run.sh exited 0, 6 times with the release build, twice with the dev build, 3 times during start-up"
 
 # A service that really dies: run.sh stops the other and fails.
 start_system release crash
