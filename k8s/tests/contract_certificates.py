@@ -39,8 +39,9 @@ def requested_secrets(docs) -> dict[str, list[str]]:
 
 
 def check_certificate_owners(docs) -> list[str]:
-    """One shim per TLS Secret (two would keep replacing each other's certificate), and every
-    Secret an Ingress serves is issued by someone."""
+    """One shim per TLS Secret, and every Secret an Ingress serves is issued by someone. With two,
+    the first to create the Certificate keeps it and the other is refused (sync.go: "refusing to
+    update non-owned certificate resource"), so which issuer signs depends on sync order."""
     owners = requested_secrets(docs)
     problems = [f"Secret {name} is requested by {' and '.join(by)}" for name, by in owners.items() if len(by) > 1]
     for ingress in contract.of_kind(docs, "Ingress"):
