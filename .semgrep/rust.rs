@@ -10,6 +10,19 @@ async fn load(pool: &Pool, table: &str, id: &str) {
     sqlx::query("SELECT * FROM items WHERE id = $1").bind(id).fetch_one(pool).await;
 }
 
+fn rusqlite_lookup(conn: &rusqlite::Connection, id: &str, cache: i64) {
+    // ruleid: sql-built-from-strings
+    conn.prepare_cached(&format!("SELECT * FROM items WHERE id = '{id}'"));
+    // ruleid: sql-built-from-strings
+    conn.execute_batch(&format!("PRAGMA cache_size = {cache}"));
+    // ruleid: sql-built-from-strings
+    conn.query_row(&format!("SELECT name FROM items WHERE id = '{id}'"), [], |r| r.get(0));
+    // ok: sql-built-from-strings
+    conn.prepare_cached("SELECT * FROM items WHERE id = ?1");
+    // ok: sql-built-from-strings
+    conn.pragma_update(None, "cache_size", cache);
+}
+
 fn client() {
     // ruleid: tls-verification-disabled
     let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build();

@@ -61,8 +61,15 @@ else
 fi
 
 step "semgrep: the rules' tests, then the repository"
-semgrep --test --metrics=off --disable-version-check --quiet .semgrep/ >"$scratch/semgrep-test.out" 2>&1 \
+# `semgrep --test` skips hidden directories such as .semgrep/ and then passes with "No unit
+# tests found", so the rules and their annotated cases are tested from a copy, and a run that
+# tested nothing fails.
+mkdir "$scratch/semgrep-rules"
+cp .semgrep/rust.yml .semgrep/rust.rs "$scratch/semgrep-rules/"
+semgrep --test --metrics=off --disable-version-check "$scratch/semgrep-rules" >"$scratch/semgrep-test.out" 2>&1 \
   || { cat "$scratch/semgrep-test.out"; exit 1; }
+grep -q 'All tests passed' "$scratch/semgrep-test.out" \
+  || { cat "$scratch/semgrep-test.out"; echo "semgrep --test ran no rule tests" >&2; exit 1; }
 semgrep scan --config .semgrep/rust.yml --metrics=off --disable-version-check --error --quiet \
   --exclude .semgrep .
 echo "  semgrep: rule tests pass; no findings"

@@ -27,7 +27,12 @@ pub struct Settings {
     pub server: ServerConfig,
     /// May hold a password, hence a `Secret`.
     pub database_url: Secret,
+    /// PostgreSQL: the pool's size. SQLite: how many idle reader connections are kept.
     pub database_max_connections: u32,
+    /// How long a request waits for a database connection (or SQLite's writer) before 503.
+    pub database_acquire_timeout: Duration,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_key_ttl: Duration,
     pub timezones: ClientConfig,
     pub greeting: String,
     pub timezone_offset: FixedOffset,
@@ -60,10 +65,31 @@ impl Settings {
                 format!("must be at least {API_KEY_MIN_LEN} characters"),
             ));
         }
+        let server = ServerConfig::from_env(env, DEFAULTS)?;
+        // A request must hear 503 from a saturated pool before its own deadline answers 504.
+        let default_acquire = (server.request_timeout / 2).min(Duration::from_secs(1));
+        let database_acquire_timeout =
+            env.millis_or("DATABASE_ACQUIRE_TIMEOUT_MS", default_acquire)?;
+        if database_acquire_timeout.is_zero() || database_acquire_timeout >= server.request_timeout
+        {
+            return Err(ConfigError::new(
+                "DATABASE_ACQUIRE_TIMEOUT_MS",
+                format!(
+                    "must be at least 1 and less than REQUEST_TIMEOUT_MS ({} ms)",
+                    server.request_timeout.as_millis()
+                ),
+            ));
+        }
         Ok(Self {
-            server: ServerConfig::from_env(env, DEFAULTS)?,
+            server,
             database_url,
             database_max_connections: positive(env, "DATABASE_MAX_CONNECTIONS", 8)?,
+            database_acquire_timeout,
+            idempotency_key_ttl: Duration::from_secs(u64::from(positive(
+                env,
+                "IDEMPOTENCY_KEY_TTL_SECONDS",
+                24 * 60 * 60,
+            )?)),
             timezones: ClientConfig {
                 base_url: parse_timezones_url(env)?,
                 connect_timeout: env
@@ -195,6 +221,35 @@ mod tests {
         let err = settings(&[("DATABASE_URL", "mysql://root:pw@db/items")]).unwrap_err();
         assert_eq!(err.setting, "DATABASE_URL");
         assert!(!err.to_string().contains("pw"));
+    }
+
+    #[test]
+    fn the_acquire_timeout_is_shorter_than_the_request_deadline() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.database_acquire_timeout, Duration::from_secs(1));
+        assert_eq!(s.idempotency_key_ttl, Duration::from_secs(86_400));
+        let s = settings(&[("REQUEST_TIMEOUT_MS", "600")]).unwrap();
+        assert_eq!(s.database_acquire_timeout, Duration::from_millis(300));
+        for bad in [
+            vec![("DATABASE_ACQUIRE_TIMEOUT_MS", "5000")],
+            vec![("DATABASE_ACQUIRE_TIMEOUT_MS", "0")],
+            vec![
+                ("REQUEST_TIMEOUT_MS", "800"),
+                ("DATABASE_ACQUIRE_TIMEOUT_MS", "900"),
+            ],
+        ] {
+            assert_eq!(
+                settings(&bad).unwrap_err().setting,
+                "DATABASE_ACQUIRE_TIMEOUT_MS",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            settings(&[("IDEMPOTENCY_KEY_TTL_SECONDS", "0")])
+                .unwrap_err()
+                .setting,
+            "IDEMPOTENCY_KEY_TTL_SECONDS"
+        );
     }
 
     #[test]

@@ -219,6 +219,43 @@ impl ZoneName {
     }
 }
 
+/// The longest `Idempotency-Key` accepted.
+pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
+
+/// A client's `Idempotency-Key` (IETF httpapi idempotency-key draft): a structured-field string
+/// such as `"8e03978e-40d5-43e8-bc93-6894a57f9324"`. The bare form without quotes, which many
+/// clients send, is accepted too. 1–255 visible ASCII characters; no `"` or `\` inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let inner = raw
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .unwrap_or(raw);
+        let ok_len = (1..=IDEMPOTENCY_KEY_MAX_CHARS).contains(&inner.len());
+        let ok_chars = inner
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+        if ok_len && ok_chars {
+            Ok(Self(inner.to_owned()))
+        } else {
+            Err(field_error(
+                "Idempotency-Key",
+                format!(
+                    "must be 1-{IDEMPOTENCY_KEY_MAX_CHARS} visible ASCII characters without \" or \\, \
+                     optionally in double quotes, e.g. \"8e03978e-40d5-43e8-bc93-6894a57f9324\""
+                ),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The `If-Match` precondition of a write (RFC 9110 §13.1.1), in terms of item versions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precondition {
@@ -327,6 +364,27 @@ mod tests {
         assert!(ZoneName::parse("../../admin").is_err());
         assert!(ZoneName::parse("a?b=c").is_err());
         assert!(ZoneName::parse("").is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_structured_strings_or_bare() {
+        assert_eq!(
+            IdempotencyKey::parse("\"abc-1\"").unwrap().as_str(),
+            "abc-1"
+        );
+        assert_eq!(IdempotencyKey::parse("abc-1").unwrap().as_str(), "abc-1");
+        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
+        for bad in [
+            "",
+            "\"\"",
+            "has space",
+            "quo\"te",
+            "back\\slash",
+            "caf\u{e9}",
+        ] {
+            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(IdempotencyKey::parse(&"k".repeat(256)).is_err());
     }
 
     #[test]

@@ -65,7 +65,14 @@ impl From<ApiError> for Problem {
                 StatusCode::CONFLICT,
                 "the item was changed by other requests while this one was written; retry",
             ),
-            ApiError::Store(StoreError::Database(e)) if is_outage(&e) => {
+            ApiError::Store(StoreError::IdempotencyKeyReused) => Problem::typed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+                "this Idempotency-Key was already used with a different request body; \
+                 use a new key for a new request",
+            ),
+            ApiError::Store(StoreError::Unavailable(e)) => {
                 tracing::error!(error = %e, "database unavailable");
                 Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -83,24 +90,13 @@ impl From<ApiError> for Problem {
     }
 }
 
-/// Errors that mean "the database cannot be reached right now" rather than "this request
-/// failed": the client may retry, and a load balancer should not count them as our bug.
-fn is_outage(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn database_outages_are_503_with_retry_after() {
-        let problem = Problem::from(ApiError::Store(StoreError::Database(
-            sqlx::Error::PoolTimedOut,
-        )));
+        let problem = Problem::from(ApiError::Store(StoreError::from(sqlx::Error::PoolTimedOut)));
         assert_eq!(problem.status(), StatusCode::SERVICE_UNAVAILABLE);
         let response = poem::IntoResponse::into_response(problem);
         assert_eq!(response.headers()["retry-after"], "1");

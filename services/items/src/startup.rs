@@ -14,7 +14,7 @@ use poem_openapi::OpenApiService;
 use crate::api::{GreetingApi, ItemsApi, SecretApi, WriteGuard};
 use crate::configuration::Settings;
 use crate::local_time::LocalClock;
-use crate::store::Store;
+use crate::store::{Store, StoreConfig};
 use crate::timezones_client::TimezonesClient;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +41,12 @@ impl Application {
     /// failure here stops the process before it reports ready.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let listeners = Listeners::bind(&settings.server).await?;
-        let store = Store::connect(
-            settings.database_url.expose(),
-            settings.database_max_connections,
-        )
+        let store = Store::connect(&StoreConfig {
+            url: settings.database_url.expose().to_owned(),
+            max_connections: settings.database_max_connections,
+            acquire_timeout: settings.database_acquire_timeout,
+            idempotency_ttl: settings.idempotency_key_ttl,
+        })
         .await
         .map_err(StartupError::Database)?;
         tracing::info!(backend = ?store.backend(), "database ready");
@@ -82,8 +84,10 @@ impl Application {
             self.listeners.readiness(),
         );
         let counting = tokio::spawn(count_items(self.store.clone()));
+        let purging = tokio::spawn(purge_expired_keys(self.store.clone()));
         let result = self.listeners.serve(app, &self.settings.server, stop).await;
         counting.abort();
+        purging.abort();
         self.store.close().await;
         result.map_err(StartupError::Serve)
     }
@@ -98,6 +102,19 @@ async fn count_items(store: Store) {
         match store.count().await {
             Ok(count) => metrics::gauge!("items_count").set(count as f64),
             Err(e) => tracing::warn!(error = %e, "cannot count items"),
+        }
+    }
+}
+
+/// Forgets expired idempotency keys once a minute, so the table holds about a day of keys.
+async fn purge_expired_keys(store: Store) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match store.purge_expired_keys().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge idempotency keys"),
         }
     }
 }

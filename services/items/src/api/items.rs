@@ -14,7 +14,9 @@ use platform::http::Deadline;
 use super::auth::WriteGuard;
 use super::strict_string::StrictString;
 use super::{ApiTags, parse_zone};
-use crate::domain::{Description, ItemFields, ItemName, ItemPatch, Precondition, Tag, Tags, etag};
+use crate::domain::{
+    Description, IdempotencyKey, ItemFields, ItemName, ItemPatch, Precondition, Tag, Tags, etag,
+};
 use crate::error::ApiError;
 use crate::local_time::{LocalClock, Rendered};
 use crate::store::{Item, ListQuery, Store};
@@ -163,19 +165,25 @@ impl ItemBody {
 #[derive(Debug, Object)]
 struct ItemPage {
     items: Vec<ItemBody>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page; absent on the last page. A page filtered by a
+    /// `name` of one or two characters may hold fewer than `limit` items (even none) and
+    /// still have a cursor: it stopped after reading 5,000 items, so follow the cursor.
     #[oai(skip_serializing_if_is_none)]
     next_cursor: Option<String>,
 }
 
 #[derive(ApiResponse)]
 enum CreateItemResponse {
-    /// Created.
+    /// Created; or, for a repeated `Idempotency-Key` with the same body, the first answer again.
     #[oai(status = 201)]
     Created(
         Json<ItemBody>,
         #[oai(header = "Location")] String,
         #[oai(header = "ETag")] String,
+        /// `true` when this is the stored answer to an earlier request with the same
+        /// `Idempotency-Key`; no item was created by this request.
+        #[oai(header = "Idempotent-Replayed")]
+        Option<String>,
     ),
 }
 
@@ -216,22 +224,49 @@ enum DeleteItemResponse {
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Items")]
 impl ItemsApi {
-    /// Create an item.
+    /// Create an item. Safe to retry with an `Idempotency-Key`: within 24 hours, the same key
+    /// with the same body answers the first response again (same id, status and body, plus
+    /// `Idempotent-Replayed: true`) without creating another item; the same key with a
+    /// different body is 422. Concurrent requests with one key create one item: the later
+    /// ones wait for the first and answer its item.
     #[oai(path = "/items", method = "post")]
     async fn create_item(
         &self,
         auth: ApiKeyAuth,
+        /// A unique string per logical request, e.g. a UUID: `"8e03978e-…"` (a
+        /// structured-field string, as in the IETF httpapi draft) or bare. 1–255 visible
+        /// ASCII characters.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         body: Json<ItemInput>,
+        request: &poem::Request,
     ) -> Result<CreateItemResponse, Problem> {
         self.writes.check(&auth)?;
+        // A value that is not visible ASCII reaches `Header` as absent: check the raw header,
+        // so such a key is refused rather than silently ignored.
+        let raw_key = match (&idempotency_key.0, request.headers().get(IDEMPOTENCY_KEY)) {
+            (Some(key), _) => Some(key.as_str()),
+            (None, Some(_unreadable)) => Some(""),
+            (None, None) => None,
+        };
+        let key = raw_key
+            .map(IdempotencyKey::parse)
+            .transpose()
+            .map_err(|e| ApiError::BadRequest(format!("Idempotency-Key {}", e.message)))?;
         let fields = body.0.parse()?;
-        let item = self.store.create(&fields).await.map_err(ApiError::from)?;
+        let created = self
+            .store
+            .create(&fields, key.as_ref())
+            .await
+            .map_err(ApiError::from)?;
+        let item = created.item;
         let location = format!("/v1/items/{}", item.id);
         let etag = etag(item.version);
         Ok(CreateItemResponse::Created(
             Json(ItemBody::new(item, None)),
             location,
             etag,
+            created.replayed.then(|| "true".to_owned()),
         ))
     }
 
@@ -250,7 +285,9 @@ impl ItemsApi {
         cursor: Query<Option<String>>,
         /// Only items with this tag.
         tag: Query<Option<String>>,
-        /// Only items whose name contains this text (ignoring ASCII case).
+        /// Only items whose name contains this text (ignoring ASCII case; `%` and `_` are
+        /// literal). Three or more characters use an index; one or two read at most 5,000
+        /// items per page (see `next_cursor`).
         #[oai(validator(min_length = 1, max_length = 100))]
         name: Query<Option<String>>,
         /// Also render timestamps in this IANA zone (one call to timezones per page).
@@ -275,7 +312,7 @@ impl ItemsApi {
             .map_err(ApiError::from)?;
         let zone = parse_zone(tz.0.as_deref())?;
         // One extra row tells whether another page exists.
-        let mut items = self
+        let page = self
             .store
             .list(&ListQuery {
                 limit: limit.0 + 1,
@@ -285,11 +322,15 @@ impl ItemsApi {
             })
             .await
             .map_err(ApiError::from)?;
+        let mut items = page.items;
         let has_more = items.len() > limit.0 as usize;
         items.truncate(limit.0 as usize);
-        let next_cursor = has_more
-            .then(|| items.last().map(|i| i.id.to_string()))
-            .flatten();
+        let next_cursor = if has_more {
+            items.last().map(|i| i.id)
+        } else {
+            page.examined_up_to
+        }
+        .map(|id| id.to_string());
 
         let mut degraded = None;
         let local = match (&zone, items.is_empty()) {
@@ -371,7 +412,7 @@ impl ItemsApi {
         let precondition = Precondition::from_if_match(if_match.0.as_deref());
         let item = self
             .store
-            .update(parse_id(&id.0)?, &precondition, |_| fields.clone())
+            .update(parse_id(&id.0)?, precondition, move |_| fields.clone())
             .await
             .map_err(ApiError::from)?;
         let etag = etag(item.version);
@@ -398,7 +439,7 @@ impl ItemsApi {
         let precondition = Precondition::from_if_match(if_match.0.as_deref());
         let item = self
             .store
-            .update(parse_id(&id.0)?, &precondition, |current| {
+            .update(parse_id(&id.0)?, precondition, move |current| {
                 patch.apply_to(current)
             })
             .await
@@ -424,7 +465,7 @@ impl ItemsApi {
         self.writes.check(&auth)?;
         let precondition = Precondition::from_if_match(if_match.0.as_deref());
         self.store
-            .delete(parse_id(&id.0)?, &precondition)
+            .delete(parse_id(&id.0)?, precondition)
             .await
             .map_err(ApiError::from)?;
         Ok(DeleteItemResponse::NoContent)
@@ -450,6 +491,8 @@ fn split_local_times(rendered: &Rendered) -> Vec<LocalTimes> {
         })
         .collect()
 }
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 fn default_limit() -> u32 {
     20

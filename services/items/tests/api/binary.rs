@@ -293,15 +293,14 @@ async fn replicas_starting_at_once_on_a_fresh_postgres_database_migrate_it_once(
         assert_eq!(client.get(url).send().await.unwrap().status(), 200);
     }
 
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url)
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
         .await
         .unwrap();
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
         .unwrap()
         .filter(|entry| entry.as_ref().unwrap().path().extension() == Some("sql".as_ref()))
         .count();

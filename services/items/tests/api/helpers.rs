@@ -248,8 +248,7 @@ impl TestDb {
                          PostgreSQL, or point it at a server where you may create databases"
                     )
                 });
-                sqlx::any::install_default_drivers();
-                let mut admin = sqlx::AnyConnection::connect(&admin_url)
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
                     .await
                     .expect("connect to the test PostgreSQL");
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))

@@ -2,12 +2,16 @@
 //! process, on SQLite and on PostgreSQL.
 
 mod binary;
+mod filters;
 mod greeting;
 mod helpers;
+mod idempotency;
 mod items;
 mod lifecycle;
 mod local_times;
+mod migrations;
 mod observability;
 mod resilience;
+mod scan_budget;
 mod secret;
 mod service;

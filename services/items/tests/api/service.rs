@@ -74,7 +74,14 @@ async fn the_app_stops_cleanly_and_keeps_its_data() {
         "port closed"
     );
 
-    let reopened = items::store::Store::connect(&db.url, 1).await.unwrap();
+    let reopened = items::store::Store::connect(&items::store::StoreConfig {
+        url: db.url.clone(),
+        max_connections: 1,
+        acquire_timeout: std::time::Duration::from_secs(1),
+        idempotency_ttl: std::time::Duration::from_secs(60),
+    })
+    .await
+    .unwrap();
     let id = uuid::Uuid::parse_str(item["id"].as_str().unwrap()).unwrap();
     let stored = reopened
         .get(id)

@@ -1,0 +1,484 @@
+//! The back end for running at scale: PostgreSQL through a typed sqlx pool.
+//!
+//! - No ping per acquire (`test_before_acquire(false)`): a dead connection fails its query,
+//!   which answers 503, and the pool replaces it; a ping would cost every request a round trip.
+//! - Statements are prepared once per connection and cached by sqlx; the page size is bound,
+//!   not formatted in, so every page size shares one statement. Filtered pages are the
+//!   exception: they are planned for their actual values (`persistent(false)`), since the
+//!   best plan for a rare name differs from the one for a common name.
+//! - The pool's size is capped by what the server accepts, and a request waits for a
+//!   connection at most the acquire timeout (shorter than its deadline), then gets 503.
+//! - Each write is one statement (data-modifying CTEs), so items, their tags and idempotency
+//!   keys change together in one round trip.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::{
+    Created, Item, ItemRow, ListQuery, Page, SCAN_BUDGET, StoreConfig, StoreError, WRITE_ATTEMPTS,
+    fingerprint, join_tags, name_pattern, new_item, now_micros, replayed_item, tag_list,
+    uses_trigram_index,
+};
+use crate::domain::{IdempotencyKey, ItemFields, Precondition};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+type RowTuple = (String, String, Option<String>, String, i64, i64, i64);
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    ttl_micros: i64,
+}
+
+impl PostgresStore {
+    /// Connects and applies the migrations; the migrator holds an advisory lock, so replicas
+    /// starting together apply them once.
+    pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = config
+            .url
+            .parse()
+            .map_err(|_| StoreError::Setup("the PostgreSQL URL cannot be parsed".into()))?;
+        let pool_size = pool_size(&options, config).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size)
+            .acquire_timeout(config.acquire_timeout)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(Box::new(e)))?;
+        Ok(Self {
+            pool,
+            ttl_micros: i64::try_from(config.idempotency_ttl.as_micros()).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// The statistics collector's live-row count: no scan, whatever the table's size. It lags
+    /// commits by up to a second or so, which a 15-second gauge does not notice.
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE((SELECT n_live_tup FROM pg_stat_user_tables \
+             WHERE relname = 'items' AND schemaname = current_schema()), 0)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn create(
+        &self,
+        fields: &ItemFields,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Created, StoreError> {
+        let Some(key) = key else {
+            return Ok(Created {
+                item: self.insert(fields).await?,
+                replayed: false,
+            });
+        };
+        let request = fingerprint(fields);
+        for _ in 0..WRITE_ATTEMPTS {
+            let id = Uuid::now_v7();
+            let now = now_micros();
+            // The key's row is inserted first; on a conflict (the key is taken, or another
+            // request is inserting it right now, which this waits for) nothing is inserted.
+            let inserted: i64 = sqlx::query_scalar(
+                "WITH key AS ( \
+                    INSERT INTO idempotency_keys (key, request, item_id, created_at) \
+                    VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING RETURNING key), \
+                 item AS ( \
+                    INSERT INTO items (id, name, description, tags, version, created_at, updated_at) \
+                    SELECT $3, $5, $6, $7, 1, $4, $4 WHERE EXISTS (SELECT 1 FROM key) RETURNING id), \
+                 tagged AS ( \
+                    INSERT INTO item_tags (tag, item_id) SELECT unnest($8::text[]), id FROM item) \
+                 SELECT count(*) FROM key",
+            )
+            .bind(key.as_str())
+            .bind(&request)
+            .bind(id.to_string())
+            .bind(now)
+            .bind(fields.name.as_str())
+            .bind(fields.description.as_ref().map(|d| d.as_str()))
+            .bind(join_tags(&fields.tags))
+            .bind(tag_list(&fields.tags))
+            .fetch_one(&self.pool)
+            .await?;
+            if inserted == 1 {
+                return Ok(Created {
+                    item: new_item(id, fields, now)?,
+                    replayed: false,
+                });
+            }
+            let remembered: Option<(String, String, i64)> = sqlx::query_as(
+                "SELECT request, item_id, created_at FROM idempotency_keys WHERE key = $1",
+            )
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            match remembered {
+                Some((stored, item_id, at)) if at > now - self.ttl_micros => {
+                    return if stored == request {
+                        replayed_item(&item_id, &stored, at)
+                    } else {
+                        Err(StoreError::IdempotencyKeyReused)
+                    };
+                }
+                Some((_, _, at)) => {
+                    // Expired: forget it (unless someone renewed it meanwhile) and try again.
+                    sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND created_at = $2")
+                        .bind(key.as_str())
+                        .bind(at)
+                        .execute(&self.pool)
+                        .await?;
+                }
+                None => {} // purged in between: try again
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    async fn insert(&self, fields: &ItemFields) -> Result<Item, StoreError> {
+        let id = Uuid::now_v7();
+        let now = now_micros();
+        sqlx::query(
+            "WITH item AS ( \
+                INSERT INTO items (id, name, description, tags, version, created_at, updated_at) \
+                VALUES ($1, $2, $3, $4, 1, $5, $5) RETURNING id) \
+             INSERT INTO item_tags (tag, item_id) SELECT unnest($6::text[]), id FROM item",
+        )
+        .bind(id.to_string())
+        .bind(fields.name.as_str())
+        .bind(fields.description.as_ref().map(|d| d.as_str()))
+        .bind(join_tags(&fields.tags))
+        .bind(now)
+        .bind(tag_list(&fields.tags))
+        .execute(&self.pool)
+        .await?;
+        new_item(id, fields, now)
+    }
+
+    /// Many items in one statement per call (the caller chunks), for seeding.
+    pub async fn create_many(&self, batch: Vec<ItemFields>) -> Result<usize, StoreError> {
+        let now = now_micros();
+        let ids: Vec<String> = batch.iter().map(|_| Uuid::now_v7().to_string()).collect();
+        let names: Vec<&str> = batch.iter().map(|f| f.name.as_str()).collect();
+        let descriptions: Vec<Option<&str>> = batch
+            .iter()
+            .map(|f| f.description.as_ref().map(|d| d.as_str()))
+            .collect();
+        let tags: Vec<String> = batch.iter().map(|f| join_tags(&f.tags)).collect();
+        let (tag_ids, tag_values): (Vec<&str>, Vec<&str>) = batch
+            .iter()
+            .zip(&ids)
+            .flat_map(|(f, id)| f.tags.iter().map(move |t| (id.as_str(), t.as_str())))
+            .unzip();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO items (id, name, description, tags, version, created_at, updated_at) \
+             SELECT id, name, description, tags, 1, $5, $5 \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+                AS t(id, name, description, tags)",
+        )
+        .bind(&ids)
+        .bind(&names)
+        .bind(&descriptions)
+        .bind(&tags)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO item_tags (tag, item_id) SELECT * FROM unnest($1::text[], $2::text[])",
+        )
+        .bind(&tag_values)
+        .bind(&tag_ids)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(batch.len())
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
+        let mut buffer = Uuid::encode_buffer();
+        let id = id.hyphenated().encode_lower(&mut buffer);
+        sqlx::query_as::<_, RowTuple>(
+            "SELECT id, name, description, tags, version, created_at, updated_at \
+             FROM items WHERE id = $1",
+        )
+        .bind(&*id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(into_item)
+        .transpose()
+    }
+
+    pub async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let after = query.after.map(|a| a.to_string()).unwrap_or_default();
+        let limit = i64::from(query.limit);
+        let budget = i64::from(SCAN_BUDGET);
+        let tag = query.tag.as_ref().map(|t| t.as_str());
+        let needle = query.name_contains.as_deref();
+        let pattern = needle.map(name_pattern);
+        let short = needle.is_some_and(|n| !uses_trigram_index(n));
+        // A short needle (no trigram) reads a window of at most SCAN_BUDGET rows: first the
+        // window's last id, then the matches up to it, so rows written meanwhile cannot slip
+        // in behind the cursor.
+        let window_end: Option<String> = match (short, tag) {
+            (false, _) => None,
+            (true, Some(tag)) => {
+                sqlx::query_scalar(
+                    "SELECT item_id FROM item_tags WHERE tag = $1 AND item_id > $2 \
+                     ORDER BY item_id LIMIT 1 OFFSET $3",
+                )
+                .bind(tag)
+                .bind(&after)
+                .bind(budget - 1)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+            (true, None) => {
+                sqlx::query_scalar(
+                    "SELECT id FROM items WHERE id > $1 ORDER BY id LIMIT 1 OFFSET $2",
+                )
+                .bind(&after)
+                .bind(budget - 1)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+        };
+        let rows = match (tag, &pattern) {
+            (None, None) => {
+                sqlx::query_as::<_, RowTuple>(
+                    "SELECT id, name, description, tags, version, created_at, updated_at \
+                     FROM items WHERE id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind(&after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            (Some(tag), Some(pattern)) if short => {
+                sqlx::query_as::<_, RowTuple>(
+                    "SELECT i.id, i.name, i.description, i.tags, i.version, i.created_at, \
+                     i.updated_at FROM item_tags t JOIN items i ON i.id = t.item_id \
+                     WHERE t.tag = $1 AND t.item_id > $2 \
+                     AND ($5::text IS NULL OR t.item_id <= $5) AND LOWER(i.name) LIKE $3 \
+                     ORDER BY t.item_id LIMIT $4",
+                )
+                .bind(tag)
+                .bind(&after)
+                .bind(pattern)
+                .bind(limit)
+                .bind(window_end.as_deref())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            (None, Some(pattern)) if short => {
+                sqlx::query_as::<_, RowTuple>(
+                    "SELECT id, name, description, tags, version, created_at, updated_at \
+                     FROM items WHERE id > $1 AND ($4::text IS NULL OR id <= $4) \
+                     AND LOWER(name) LIKE $2 ORDER BY id LIMIT $3",
+                )
+                .bind(&after)
+                .bind(pattern)
+                .bind(limit)
+                .bind(window_end.as_deref())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            (Some(tag), pattern) => {
+                sqlx::query_as::<_, RowTuple>(
+                    "SELECT i.id, i.name, i.description, i.tags, i.version, i.created_at, \
+                     i.updated_at FROM item_tags t JOIN items i ON i.id = t.item_id \
+                     WHERE t.tag = $1 AND t.item_id > $2 \
+                     AND ($3::text IS NULL OR LOWER(i.name) LIKE $3) \
+                     ORDER BY t.item_id LIMIT $4",
+                )
+                .bind(tag)
+                .bind(&after)
+                .bind(pattern.as_deref())
+                .bind(limit)
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            (None, Some(pattern)) => {
+                sqlx::query_as::<_, RowTuple>(
+                    "SELECT id, name, description, tags, version, created_at, updated_at \
+                     FROM items WHERE LOWER(name) LIKE $1 AND id > $2 ORDER BY id LIMIT $3",
+                )
+                .bind(pattern)
+                .bind(&after)
+                .bind(limit)
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        let examined_up_to = window_end
+            .filter(|_| (rows.len() as i64) < limit)
+            .map(|id| Uuid::parse_str(&id))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("id: {e}")))?;
+        Ok(Page {
+            items: rows.into_iter().map(into_item).collect::<Result<_, _>>()?,
+            examined_up_to,
+        })
+    }
+
+    /// Optimistic: reads the item, computes the change, and writes only if the version is
+    /// still the one read; retries a few times when another writer got in between.
+    pub async fn update(
+        &self,
+        id: Uuid,
+        precondition: &Precondition,
+        change: impl Fn(&ItemFields) -> ItemFields,
+    ) -> Result<Item, StoreError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.get(id).await?.ok_or(StoreError::NotFound)?;
+            if !precondition.allows(current.version) {
+                return Err(StoreError::PreconditionFailed);
+            }
+            let fields = change(&current.fields);
+            let (old, new) = (tag_list(&current.fields.tags), tag_list(&fields.tags));
+            let removed: Vec<&String> = old.iter().filter(|t| !new.contains(t)).collect();
+            let added: Vec<&String> = new.iter().filter(|t| !old.contains(t)).collect();
+            let now = now_micros();
+            let updated: i64 = sqlx::query_scalar(
+                "WITH updated AS ( \
+                    UPDATE items SET name = $1, description = $2, tags = $3, \
+                    version = version + 1, updated_at = $4 \
+                    WHERE id = $5 AND version = $6 RETURNING id), \
+                 untagged AS ( \
+                    DELETE FROM item_tags t USING updated \
+                    WHERE t.item_id = updated.id AND t.tag = ANY($7::text[])), \
+                 tagged AS ( \
+                    INSERT INTO item_tags (tag, item_id) SELECT unnest($8::text[]), id FROM updated) \
+                 SELECT count(*) FROM updated",
+            )
+            .bind(fields.name.as_str())
+            .bind(fields.description.as_ref().map(|d| d.as_str()))
+            .bind(join_tags(&fields.tags))
+            .bind(now)
+            .bind(id.to_string())
+            .bind(current.version)
+            .bind(&removed)
+            .bind(&added)
+            .fetch_one(&self.pool)
+            .await?;
+            if updated == 1 {
+                return Ok(Item {
+                    fields,
+                    version: current.version + 1,
+                    updated_at: super::from_micros(now)?,
+                    ..current
+                });
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    pub async fn delete(&self, id: Uuid, precondition: &Precondition) -> Result<(), StoreError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.get(id).await?.ok_or(StoreError::NotFound)?;
+            if !precondition.allows(current.version) {
+                return Err(StoreError::PreconditionFailed);
+            }
+            let deleted: i64 = sqlx::query_scalar(
+                "WITH gone AS ( \
+                    DELETE FROM items WHERE id = $1 AND version = $2 RETURNING id), \
+                 untagged AS ( \
+                    DELETE FROM item_tags t USING gone \
+                    WHERE t.item_id = gone.id AND t.tag = ANY($3::text[])) \
+                 SELECT count(*) FROM gone",
+            )
+            .bind(id.to_string())
+            .bind(current.version)
+            .bind(tag_list(&current.fields.tags))
+            .fetch_one(&self.pool)
+            .await?;
+            if deleted == 1 {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    pub async fn purge_expired_keys(&self) -> Result<u64, StoreError> {
+        let purged = sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= $1")
+            .bind(now_micros() - self.ttl_micros)
+            .execute(&self.pool)
+            .await?;
+        Ok(purged.rows_affected())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The pool's size: as configured, but never more than the connections the server accepts
+/// from ordinary roles (`max_connections` minus the reserved ones), which it reports on a
+/// first connection. Replicas × pool size should stay below that too: see
+/// docs/architecture.md#storage.
+async fn pool_size(options: &PgConnectOptions, config: &StoreConfig) -> Result<u32, StoreError> {
+    use sqlx::Connection;
+    let mut conn = tokio::time::timeout(
+        config.acquire_timeout.max(Duration::from_secs(5)),
+        sqlx::PgConnection::connect_with(options),
+    )
+    .await
+    .map_err(|_| StoreError::Unavailable("connecting to PostgreSQL timed out".into()))??;
+    let available: i64 = sqlx::query_scalar(
+        "SELECT current_setting('max_connections')::bigint \
+         - current_setting('superuser_reserved_connections')::bigint \
+         - COALESCE(current_setting('reserved_connections', true), '0')::bigint",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    let _ = conn.close().await;
+    let available = u32::try_from(available.max(1)).unwrap_or(u32::MAX);
+    if config.max_connections > available {
+        tracing::warn!(
+            configured = config.max_connections,
+            server_allows = available,
+            "DATABASE_MAX_CONNECTIONS is more than the server accepts; using the server's limit"
+        );
+    }
+    Ok(config.max_connections.min(available))
+}
+
+fn into_item(row: RowTuple) -> Result<Item, StoreError> {
+    let (id, name, description, tags, version, created_at, updated_at) = row;
+    ItemRow {
+        id,
+        name,
+        description,
+        tags,
+        version,
+        created_at,
+        updated_at,
+    }
+    .into_item()
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(Box::new(e))
+            }
+            e => StoreError::Database(Box::new(e)),
+        }
+    }
+}

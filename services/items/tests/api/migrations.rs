@@ -1,0 +1,337 @@
+//! Upgrades from the previous release: a database it wrote opens in this build, reads the same,
+//! filters through the new indexes, takes new items, and is not migrated again on the next
+//! start.
+//!
+//! SQLite: `tests/fixtures/items-v1.sqlite` was written by the previous release's binary, and
+//! `items-v1.expected.json` is that binary's answer to `GET /v1/items?limit=100` on it.
+//! PostgreSQL: the previous release's state is rebuilt by running only its migration (a
+//! byte-identical copy, so its checksum matches) and inserting the fixture's rows as they were
+//! stored then (comma-joined tags, microsecond timestamps).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use crate::filters::list_all;
+use crate::helpers::{Db, Options, POSTGRES_URL_VAR, TestApp, TestDb, spawn_app_with};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+const FIRST_POSTGRES_MIGRATION: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/migrations/postgres/20261122000001_create_items.sql"
+);
+
+fn expected_page() -> Value {
+    let text = std::fs::read_to_string(format!("{FIXTURES}/items-v1.expected.json"))
+        .expect("the expected answer is in tests/fixtures");
+    let page: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        6,
+        "the fixture's items"
+    );
+    page
+}
+
+/// A directory for one test, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("meridian-{what}-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The app on this database URL (the `TestDb` that `spawn_app_with` makes is left unused).
+async fn start_on(url: &str) -> TestApp {
+    spawn_app_with(Options {
+        db: Db::Sqlite,
+        env: vec![("DATABASE_URL", url.to_owned())],
+        ..Options::default()
+    })
+    .await
+}
+
+fn names(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// What the previous release's data must look like through this build, plus `added` (items
+/// created since the upgrade, in order).
+async fn check_upgraded(app: &TestApp, added: &[Value]) {
+    let mut expected = expected_page();
+    expected["items"]
+        .as_array_mut()
+        .unwrap()
+        .extend(added.iter().cloned());
+    let (status, page) = app.get_json("/v1/items?limit=100").await;
+    assert_eq!(status, 200);
+    assert_eq!(page, expected, "the same answer as the previous release");
+    for item in expected["items"].as_array().unwrap() {
+        let (status, read) = app
+            .get_json(&format!("/v1/items/{}", item["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(&read, item, "read by id");
+    }
+    // Pages of two follow the old items' order too.
+    assert_eq!(
+        &list_all(app, &[], 2).await,
+        expected["items"].as_array().unwrap()
+    );
+
+    let with_added = |old: &[&str], matches: &dyn Fn(&Value) -> bool| {
+        let mut all: Vec<String> = old.iter().map(|s| (*s).to_owned()).collect();
+        all.extend(
+            added
+                .iter()
+                .filter(|i| matches(i))
+                .map(|i| i["name"].as_str().unwrap().to_owned()),
+        );
+        all
+    };
+    let has_tag =
+        |tag: &'static str| move |i: &Value| i["tags"].as_array().unwrap().iter().any(|t| t == tag);
+    let has_text = |text: &'static str| {
+        move |i: &Value| i["name"].as_str().unwrap().to_lowercase().contains(text)
+    };
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<String>);
+    let cases: Vec<Case> = vec![
+        (
+            vec![("tag", "common")],
+            with_added(
+                &[
+                    "Alpha widget",
+                    "50% off_sale",
+                    "gamma WIDGET xl",
+                    "Patched Name",
+                ],
+                &has_tag("common"),
+            ),
+        ),
+        (
+            vec![("tag", "red")],
+            with_added(&["Alpha widget", "gamma WIDGET xl"], &has_tag("red")),
+        ),
+        (
+            vec![("tag", "unicode")],
+            with_added(&["Zürich café"], &has_tag("unicode")),
+        ),
+        (
+            vec![("tag", "new")],
+            with_added(&["Patched Name"], &has_tag("new")),
+        ),
+        (
+            vec![("name", "WIDGET")],
+            with_added(&["Alpha widget", "gamma WIDGET xl"], &has_text("widget")),
+        ),
+        (
+            vec![("name", "wi")],
+            with_added(&["Alpha widget", "gamma WIDGET xl"], &has_text("wi")),
+        ),
+        (
+            vec![("name", "%")],
+            with_added(&["50% off_sale"], &has_text("%")),
+        ),
+        (
+            vec![("name", "_")],
+            with_added(&["50% off_sale"], &has_text("_")),
+        ),
+        (
+            vec![("name", "café")],
+            with_added(&["Zürich café"], &has_text("café")),
+        ),
+        (
+            vec![("tag", "red"), ("name", "xl")],
+            with_added(&["gamma WIDGET xl"], &|i| {
+                has_tag("red")(i) && has_text("xl")(i)
+            }),
+        ),
+    ];
+    for (params, expected_names) in cases {
+        let found = list_all(app, &params, 2).await;
+        assert_eq!(names(&found), expected_names, "{params:?}");
+    }
+    // The issue's own spelling of the % query.
+    let (status, percent) = app.get_json("/v1/items?name=%25").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        names(percent["items"].as_array().unwrap()),
+        with_added(&["50% off_sale"], &has_text("%"))
+    );
+}
+
+/// Creates an item after the upgrade and checks it is listed last.
+async fn create_after_upgrade(app: &TestApp, name: &str) -> Value {
+    let created = app
+        .create(json!({"name": name, "tags": ["common", "fresh"]}))
+        .await;
+    let (_, page) = app.get_json("/v1/items?limit=100").await;
+    assert_eq!(page["items"].as_array().unwrap().last(), Some(&created));
+    created
+}
+
+#[tokio::test]
+async fn a_sqlite_file_from_the_previous_release_upgrades_and_reads_the_same() {
+    let dir = TempDir::new("upgrade");
+    let file = dir.0.join("items.db");
+    std::fs::copy(format!("{FIXTURES}/items-v1.sqlite"), &file).unwrap();
+    assert_eq!(
+        user_version(&file),
+        0,
+        "the fixture is the previous release's"
+    );
+    let url = format!("sqlite://{}", file.display());
+
+    let app = start_on(&url).await;
+    check_upgraded(&app, &[]).await;
+    let added = create_after_upgrade(&app, "Delta widget after upgrade").await;
+    check_upgraded(&app, std::slice::from_ref(&added)).await;
+    app.stop().await;
+    assert_eq!(user_version(&file), 2, "upgraded to this build's schema");
+
+    // A second start on the upgraded file: no migration again, the same data, and writes go on.
+    let app = start_on(&url).await;
+    check_upgraded(&app, std::slice::from_ref(&added)).await;
+    let another = create_after_upgrade(&app, "epsilon").await;
+    check_upgraded(&app, &[added, another]).await;
+    app.stop().await;
+    assert_eq!(user_version(&file), 2);
+}
+
+/// `PRAGMA user_version` of an SQLite file, read while no app has it open.
+fn user_version(file: &Path) -> i64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// An items row as the previous release stored it: id, name, description, comma-joined tags,
+/// version, created_at and updated_at (microseconds).
+type OldRow = (String, String, Option<String>, String, i64, i64, i64);
+
+/// The fixture's rows, read from a copy of the SQLite file the previous release wrote.
+fn previous_release_rows() -> Vec<OldRow> {
+    let dir = TempDir::new("fixture-rows");
+    let file = dir.0.join("items.db");
+    std::fs::copy(format!("{FIXTURES}/items-v1.sqlite"), &file).unwrap();
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    let mut statement = conn
+        .prepare(
+            "SELECT id, name, description, tags, version, created_at, updated_at \
+             FROM items ORDER BY id",
+        )
+        .unwrap();
+    let rows = statement
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 6);
+    rows
+}
+
+#[tokio::test]
+async fn a_postgres_database_from_the_previous_release_upgrades_and_reads_the_same() {
+    assert!(
+        std::env::var(POSTGRES_URL_VAR).is_ok(),
+        "{POSTGRES_URL_VAR} is not set"
+    );
+    let db = TestDb::create(Db::Postgres).await;
+
+    // The previous release's schema: its one migration, run by sqlx's migrator as it ran it.
+    let dir = TempDir::new("pg-v1-migrations");
+    let copy = dir.0.join("20261122000001_create_items.sql");
+    std::fs::copy(FIRST_POSTGRES_MIGRATION, &copy).unwrap();
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(FIRST_POSTGRES_MIGRATION).unwrap()
+    );
+    let migrator = sqlx::migrate::Migrator::new(dir.0.as_path())
+        .await
+        .expect("the first migration loads");
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    migrator
+        .run(&mut conn)
+        .await
+        .expect("the first migration runs");
+
+    // Its rows, as it stored them: comma-joined tags (empty for none), microseconds.
+    let rows = previous_release_rows();
+    assert!(rows.iter().any(|r| r.3.is_empty()), "an item without tags");
+    assert!(rows.iter().any(|r| r.4 == 2), "an item at version 2");
+    for (id, name, description, tags, version, created_at, updated_at) in rows {
+        sqlx::query(
+            "INSERT INTO items (id, name, description, tags, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(description)
+        .bind(tags)
+        .bind(version)
+        .bind(created_at)
+        .bind(updated_at)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let applied = || async {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        versions
+    };
+    assert_eq!(applied().await, [20261122000001]);
+    conn.close().await.unwrap();
+
+    let app = start_on(&db.url).await;
+    check_upgraded(&app, &[]).await;
+    let added = create_after_upgrade(&app, "Delta widget after upgrade").await;
+    check_upgraded(&app, std::slice::from_ref(&added)).await;
+    app.stop().await;
+    let upgraded = applied().await;
+    assert_eq!(
+        upgraded.len(),
+        2,
+        "the upgrade's migration ran: {upgraded:?}"
+    );
+
+    let app = start_on(&db.url).await;
+    check_upgraded(&app, std::slice::from_ref(&added)).await;
+    let another = create_after_upgrade(&app, "epsilon").await;
+    check_upgraded(&app, &[added, another]).await;
+    app.stop().await;
+    assert_eq!(
+        applied().await,
+        upgraded,
+        "no migration on the second start"
+    );
+}
