@@ -464,42 +464,52 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: Vec<Command>) {
-        let mut answers = Vec::with_capacity(batch.len());
-        let mut added = 0;
-        let committed = (|| -> Result<(), StoreError> {
-            let mut tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for Command { op, reply } in batch {
+        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|c| (c.op, c.reply)).unzip();
+        let mut results = Vec::with_capacity(ops.len());
+        let (conn, last_id, ttl_micros) = (&mut self.conn, &mut self.last_id, self.ttl_micros);
+        let committed = (|| -> rusqlite::Result<i64> {
+            // IMMEDIATE takes the write lock now, waiting up to the busy timeout if another
+            // process holds it.
+            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut added = 0;
+            for op in ops {
                 let savepoint = tx.savepoint()?;
-                let result = apply(&savepoint, op, &mut self.last_id, self.ttl_micros);
+                let result = apply(&savepoint, op, last_id, ttl_micros);
                 if result.is_ok() {
                     savepoint.commit()?;
                 }
                 if let Ok((_, delta)) = &result {
                     added += delta;
                 }
-                answers.push((reply, result.map(|(outcome, _)| outcome)));
+                results.push(result.map(|(outcome, _)| outcome));
             }
             tx.commit()?;
-            Ok(())
+            Ok(added)
         })();
         match committed {
-            Ok(()) => {
+            Ok(added) => {
                 self.count.fetch_add(added, Ordering::Relaxed);
-                for (reply, result) in answers {
+                for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "SQLite commit failed");
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(StoreError::Database(
-                        format!("the commit failed: {e}").into(),
-                    )));
+                tracing::error!(error = %e, "SQLite transaction failed");
+                for reply in replies {
+                    let _ = reply.send(Err(batch_failed(&e)));
                 }
             }
         }
+    }
+}
+
+/// What each write of a batch answers when the batch's transaction failed.
+fn batch_failed(e: &rusqlite::Error) -> StoreError {
+    let message = format!("the write transaction failed: {e}");
+    if is_busy(e) {
+        StoreError::Unavailable(message.into())
+    } else {
+        StoreError::Database(message.into())
     }
 }
 
@@ -789,13 +799,17 @@ fn backfill_tags(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Another connection (another process) holds the lock past the busy timeout.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        let busy = matches!(
-            e.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-        );
-        if busy {
+        if is_busy(&e) {
             StoreError::Unavailable(Box::new(e))
         } else {
             StoreError::Database(Box::new(e))

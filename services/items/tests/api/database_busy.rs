@@ -1,0 +1,130 @@
+//! A database that cannot take a request now answers 503 with `Retry-After` after
+//! `DATABASE_ACQUIRE_TIMEOUT_MS`, well before the request's own deadline (504), and the
+//! service recovers as soon as the database does.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::json;
+use sqlx::Connection;
+
+use crate::helpers::{Db, Options, expect_problem, spawn_app_with};
+
+fn settings(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+/// PostgreSQL with a pool of one: while that connection waits on a lock another client holds,
+/// the next request cannot get a connection and is answered 503 after the acquire timeout.
+#[tokio::test]
+async fn a_saturated_postgres_pool_answers_503_before_the_deadline() {
+    let app = spawn_app_with(Options {
+        db: Db::Postgres,
+        env: settings(&[
+            ("DATABASE_MAX_CONNECTIONS", "1"),
+            ("DATABASE_ACQUIRE_TIMEOUT_MS", "300"),
+            ("REQUEST_TIMEOUT_MS", "3000"),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    let item = app.create(json!({"name": "locked away"})).await;
+    let path = format!("/v1/items/{}", item["id"].as_str().unwrap());
+
+    let mut locker = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    // The first read takes the pool's only connection and waits on the lock...
+    let blocked = tokio::spawn(app.client.get(app.url(&path)).send());
+    let mut observer = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    let waiting_started = Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE '%FROM items WHERE id%'",
+        )
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            waiting_started.elapsed() < Duration::from_secs(5),
+            "the first read never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...so the second waits for a connection, and is told to come back.
+    let started = Instant::now();
+    let response = app.get(&path).await;
+    let waited = started.elapsed();
+    assert_eq!(response.headers()["retry-after"], "1");
+    expect_problem(response, 503).await;
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(2500),
+        "answered after the acquire timeout, before the deadline: {waited:?}"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let first = blocked.await.unwrap().unwrap();
+    assert_eq!(
+        first.status(),
+        200,
+        "the blocked read completes once the lock is gone"
+    );
+    assert_eq!(app.get(&path).await.status(), 200);
+}
+
+/// SQLite: another process holding the write lock makes writes 503 after the acquire timeout
+/// (reads go on: WAL readers do not wait for writers); the next write after it lets go lands.
+#[tokio::test]
+async fn a_locked_sqlite_file_answers_writes_503_and_recovers() {
+    let app = spawn_app_with(Options {
+        db: Db::Sqlite,
+        env: settings(&[("DATABASE_ACQUIRE_TIMEOUT_MS", "300")]),
+        ..Options::default()
+    })
+    .await;
+    let item = app.create(json!({"name": "before the lock"})).await;
+    let path = app.db.url.trim_start_matches("sqlite://").to_owned();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let started = Instant::now();
+    let response = app
+        .write(Method::POST, "/v1/items")
+        .json(&json!({"name": "while locked"}))
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(response.headers()["retry-after"], "1");
+    expect_problem(response, 503).await;
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(4000),
+        "answered after the busy timeout, before the deadline: {waited:?}"
+    );
+    let read = app
+        .get(&format!("/v1/items/{}", item["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(read.status(), 200, "reads do not wait for the lock");
+
+    other.execute_batch("ROLLBACK").unwrap();
+    app.create(json!({"name": "after the lock"})).await;
+    let (_, page) = app.get_json("/v1/items").await;
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["before the lock", "after the lock"],
+        "the refused write left nothing"
+    );
+}
