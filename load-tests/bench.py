@@ -204,7 +204,10 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "performance.json").write_text(json.dumps(results, indent=2) + "\n")
     chart(results, OUT / "images/latency-vs-load.png")
-    (OUT / "performance.md").write_text(report(results))
+    # The data layer's section, from load-tests/bench_data.py's latest run (BENCH_DATA=1).
+    data_section = OUT / "performance-data.md"
+    extra = "\n" + data_section.read_text() if data_section.exists() else ""
+    (OUT / "performance.md").write_text(report(results) + extra)
     print(f"wrote {OUT / 'performance.md'}")
 
 
@@ -246,7 +249,8 @@ def report(r):
              ("openapi hello", "+ poem and poem-openapi routing", r["ladder"]["openapi hello"]),
              ("items /healthz", "+ meridian's middleware, metrics, span and access log",
               r["ladder"]["items /healthz"]),
-             ("item by id", "+ the item from SQLite through sqlx, as JSON", f["item by id"])]
+             ("item by id", "+ the item from SQLite (rusqlite, on the request's thread), as JSON",
+              f["item by id"])]
     rows_ladder, previous = [], None
     for name, adds, v in steps:
         micros = 1e6 / v["rps"]
@@ -284,6 +288,7 @@ The bare server is `load-tests/baseline`: hyper answering "hello", nothing else.
 | the hop adds ≤ 0.25 ms at p50 (2,000 req/s) | {hop_added:+.2f} ms ({a['item by id ?tz (hop)']['p50_ms']:.2f} vs {a['item by id']['p50_ms']:.2f} ms) | {verdict(hop_added <= 0.25)} |
 | the hop endpoint's p99 ≤ 2 ms at 2,000 req/s | {hop_p99:.2f} ms{f" ({hop_in_curve:.2f} ms in the latency-vs-load pass below)" if hop_in_curve is not None else ""} | {verdict(hop_p99 <= 2)} |
 | idle RSS ≤ 20 MiB per service | items {r['idle_rss_mib']['items']:.1f} MiB, timezones {r['idle_rss_mib']['timezones']:.1f} MiB | {verdict(idle <= 20)} |
+| the storage step (item read minus `/healthz`) ≤ 10 µs | {item_us - healthz_us:.1f} µs ({item_us:.1f} − {healthz_us:.1f} µs a request) | {verdict(item_us - healthz_us <= 10)} |
 | start-to-ready ≤ 100 ms | items {r['ready_ms']['items']['median']:.1f} ms, timezones {r['ready_ms']['timezones']['median']:.1f} ms (median of 5; max {max(v['max'] for v in r['ready_ms'].values()):.1f} ms) | {verdict(ready <= 100)} |
 
 Both services share CPU 0 (the other core runs the load generator), so the hop's figures
@@ -307,14 +312,15 @@ for the bare server, is an upper bound (wrk on its one core may be the limit the
 
 Half the bare server's throughput leaves {budget:.1f} µs a request. The framework alone takes
 {framework_us:.1f} µs of that, which leaves {budget - framework_us:.1f} µs for everything meridian adds; here its
-middleware and telemetry take {healthz_us - framework_us:.1f} µs and the read through sqlx another {item_us - healthz_us:.1f} µs. So
+middleware and telemetry take {healthz_us - framework_us:.1f} µs and the read from SQLite, as JSON, another {item_us - healthz_us:.1f} µs. So
 the read-by-id target is not a matter of tuning: it would need the layers above the framework at
 about 1/{(item_us - framework_us) / (budget - framework_us):.0f} of their cost. The one design that would remove most of the storage step, a read
 cache inside items, is only correct while one process owns the database (SQLite); production
 runs PostgreSQL behind several replicas, where it would serve stale items, so items has none.
 `perf` profiles of the release build (how: [load-tests/README.md](../load-tests/README.md#profiling))
 show the rest spread thinly: moving poem's nested request futures, allocation, the kernel's
-loopback TCP and wake-ups, sqlx's hand-off to its SQLite worker thread, the span and the log line.
+loopback TCP and wake-ups, the span and the log line. The storage step is SQLite's own work on
+the request's thread (no hand-off: see [architecture.md](architecture.md#storage)).
 
 ## Fixed concurrency ({r['concurrency']} connections)
 

@@ -21,8 +21,12 @@ export function startRun(count) {
   const runTag = `k6-run-${Date.now().toString(36)}`;
   const ids = [];
   for (let attempt = 0; ids.length < count && attempt < count * 10; attempt += 1) {
+    // One Idempotency-Key per item wanted, reused with the same body when that create is
+    // retried: a create that succeeded but whose answer was lost is answered again, not doubled.
+    const n = ids.length;
     const response = http.post(`${target.items}/v1/items`,
-      JSON.stringify({ name: `seed ${attempt}`, tags: ['k6', runTag] }), { headers: writeHeaders });
+      JSON.stringify({ name: `seed ${n}`, tags: ['k6', runTag] }),
+      { headers: { ...writeHeaders, 'Idempotency-Key': `${runTag}-seed-${n}` } });
     if (response.status === 201) {
       ids.push(response.json('id'));
     }
@@ -91,8 +95,11 @@ export function sendOne({ ids, runTag }) {
   const [, name, build] = requests.find(([weight]) => (roll -= weight) < 0) || requests[0];
   const [method, url] = build(ids, pick(zones));
   const response = method === 'POST'
-    ? http.post(url, JSON.stringify({ name: `k6 ${__VU}-${__ITER}`, tags: ['k6', runTag] }),
-      { headers: writeHeaders, tags: { name } })
+    ? http.post(url, JSON.stringify({ name: `k6 ${__VU}-${__ITER}`, tags: ['k6', runTag] }), {
+      // A key per create (the run's tag makes it unique across runs); these are not retried.
+      headers: { ...writeHeaders, 'Idempotency-Key': `${runTag}-${__VU}-${__ITER}` },
+      tags: { name },
+    })
     : http.get(url, { tags: { name } });
   check(response, { 'status is 2xx': (r) => r.status >= 200 && r.status < 300 });
   return response;

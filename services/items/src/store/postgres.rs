@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
+use sqlx::{ConnectOptions, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
@@ -42,6 +42,9 @@ impl PostgresStore {
             .url
             .parse()
             .map_err(|_| StoreError::Setup("the PostgreSQL URL cannot be parsed".into()))?;
+        // Every statement is already in the access log's request; slow ones (over 1 s) are
+        // still logged as warnings.
+        let options = options.log_statements(tracing::log::LevelFilter::Off);
         let pool_size = pool_size(&options, config).await?;
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)

@@ -186,8 +186,18 @@ impl SqliteStore {
 
     pub fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let run = || self.read(|conn| list_page(conn, query));
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+        // Index-driven pages read about `limit` rows: inline, like a point read. A short
+        // needle reads up to SCAN_BUDGET rows (a few milliseconds), so the runtime first moves
+        // this thread's other tasks elsewhere.
+        let scans = query
+            .name_contains
+            .as_deref()
+            .is_some_and(|needle| !uses_trigram_index(needle));
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        match flavor {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) if scans => {
+                tokio::task::block_in_place(run)
+            }
             _ => run(),
         }
     }
