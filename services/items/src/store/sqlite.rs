@@ -26,11 +26,14 @@ use super::{
 };
 use crate::domain::{IdempotencyKey, ItemFields, Precondition};
 
-/// Page cache per connection, in KiB (`PRAGMA cache_size = -N`). Readers mostly touch the
-/// same upper b-tree pages; the writer also walks the FTS and tag indexes, so it gets more.
-/// With the default 8 idle readers this bounds SQLite's caches at 8 × 2 + 8 = 24 MiB.
-const READER_CACHE_KIB: i64 = 2 * 1024;
-const WRITER_CACHE_KIB: i64 = 8 * 1024;
+/// Page cache per connection, in KiB (`PRAGMA cache_size = -N`). Small on purpose: the pages a
+/// read walks (the upper levels of the id index) fit, the rest comes from the OS's file cache,
+/// and the process's memory stops growing once these fill, however large the table grows (with
+/// 2 + 8 MiB, RSS grew by a quarter over 2 minutes of the soak mix as the table grew; with
+/// these it stayed flat: docs/performance.md). With the default 8 idle readers: at most
+/// 8 × 0.5 + 2 = 6 MiB.
+const READER_CACHE_KIB: i64 = 512;
+const WRITER_CACHE_KIB: i64 = 2 * 1024;
 /// Writes waiting for the writer; beyond this, callers wait (up to the acquire timeout).
 const WRITE_QUEUE: usize = 1024;
 /// The most writes committed in one transaction.
