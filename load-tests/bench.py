@@ -204,9 +204,10 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "performance.json").write_text(json.dumps(results, indent=2) + "\n")
     chart(results, OUT / "images/latency-vs-load.png")
-    # The data layer's section, from load-tests/bench_data.py's latest run (BENCH_DATA=1).
-    data_section = OUT / "performance-data.md"
-    extra = "\n" + data_section.read_text() if data_section.exists() else ""
+    # The data layer's section (load-tests/bench_data.py, BENCH_DATA=1) and the soak's memory
+    # (load-tests/soak_memory.py), from their latest runs into the same directory.
+    sections = [OUT / "performance-data.md", OUT / "soak-memory.md"]
+    extra = "".join("\n" + section.read_text() for section in sections if section.exists())
     (OUT / "performance.md").write_text(report(results) + extra)
     print(f"wrote {OUT / 'performance.md'}")
 
