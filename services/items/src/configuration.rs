@@ -80,16 +80,13 @@ impl Settings {
                 ),
             ));
         }
+        let idempotency_key_ttl_seconds = positive(env, "IDEMPOTENCY_KEY_TTL_SECONDS", 86_400)?;
         Ok(Self {
             server,
             database_url,
             database_max_connections: positive(env, "DATABASE_MAX_CONNECTIONS", 8)?,
             database_acquire_timeout,
-            idempotency_key_ttl: Duration::from_secs(u64::from(positive(
-                env,
-                "IDEMPOTENCY_KEY_TTL_SECONDS",
-                24 * 60 * 60,
-            )?)),
+            idempotency_key_ttl: Duration::from_secs(u64::from(idempotency_key_ttl_seconds)),
             timezones: ClientConfig {
                 base_url: parse_timezones_url(env)?,
                 connect_timeout: env
