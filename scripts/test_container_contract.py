@@ -71,8 +71,8 @@ def probe_budget():
 
 
 def shutdown_defaults():
-    """{variable: default seconds} of the drain and grace ServerConfig reads (config.rs)."""
-    source = (PLATFORM / "config.rs").read_text()
+    """{variable: default seconds} of the drain and grace ServerConfig reads (settings.rs)."""
+    source = (PLATFORM / "settings.rs").read_text()
     return {name: rust_duration(default) for name, default in re.findall(
         r'millis_or\("((?:DRAIN_DELAY|SHUTDOWN_GRACE)_MS)", (Duration::\w+(?:\(\d+\))?)\)', source)}
 
@@ -115,7 +115,7 @@ def check_stop_grace(stages, compose):
         # longer, or SIGKILL can cut the last scrape or the exit code.
         if grace <= drain:
             problems.append(f"{name}: stop_grace_period {grace:g}s does not outlast the drain "
-                            f"and shutdown grace ({drain:g}s, config.rs), SIGKILL cuts it short")
+                            f"and shutdown grace ({drain:g}s, settings.rs), SIGKILL cuts it short")
     return problems
 
 
@@ -244,7 +244,7 @@ class EachCheckCatchesAMistake(unittest.TestCase):
              lambda d: d.replace("--timeout=8s", "--timeout=3s", 1), None),
             (check_stop_grace, "stop_grace_period 10s", None,
              lambda c: c["services"]["timezones"].pop("stop_grace_period")),
-            (check_stop_grace, "(30s, config.rs)", None,
+            (check_stop_grace, "(30s, settings.rs)", None,
              lambda c: items(c)["environment"].update(DRAIN_DELAY_MS="10000")),
             (check_debian_release, "glibc must match",
              lambda d: d.replace("cc-debian13", "cc-debian12"), None),

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::FixedOffset;
-use platform::config::{ConfigError, Env, Secret, ServerConfig, ServiceDefaults};
+use platform::auth::ApiKeySettings;
+use platform::config::{ConfigError, Env, Secret, ServiceDefaults};
+use platform::settings::ServerConfig;
 use reqwest::Url;
 
 use crate::timezones_client::ClientConfig;
@@ -19,8 +21,6 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
 };
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/items.db";
 pub const DEFAULT_TIMEZONES_URL: &str = "http://127.0.0.1:8081";
-/// Shorter keys are refused: a guessable write key is worse than none.
-pub const API_KEY_MIN_LEN: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -36,7 +36,9 @@ pub struct Settings {
     pub timezones: ClientConfig,
     pub greeting: String,
     pub timezone_offset: FixedOffset,
-    pub api_key: Secret,
+    /// The write key(s): required, under the one policy of `platform::auth` (minimum length,
+    /// a second key for rotation, key files re-read).
+    pub api_keys: ApiKeySettings,
     pub secret_message: Secret,
     /// Sustained writes per second allowed per API key; bursts up to `write_burst`.
     pub write_rate_per_second: u32,
@@ -58,13 +60,7 @@ impl Settings {
                 "must start with sqlite:, postgres: or postgresql:",
             ));
         }
-        let api_key = env.secret("DUMMY_API_KEY")?;
-        if api_key.expose().chars().count() < API_KEY_MIN_LEN {
-            return Err(ConfigError::new(
-                "DUMMY_API_KEY",
-                format!("must be at least {API_KEY_MIN_LEN} characters"),
-            ));
-        }
+        let api_keys = ApiKeySettings::required(env)?;
         let server = ServerConfig::from_env(env, DEFAULTS)?;
         // A request must hear 503 from a saturated pool before its own deadline answers 504.
         let default_acquire = (server.request_timeout / 2).min(Duration::from_secs(1));
@@ -100,7 +96,7 @@ impl Settings {
             greeting: env.string_or("GREETING", "Hello from meridian"),
             timezone_offset: parse_offset(env.get("TIMEZONE_OFFSET").unwrap_or("+00:00"))
                 .map_err(|reason| ConfigError::new("TIMEZONE_OFFSET", reason))?,
-            api_key,
+            api_keys,
             secret_message: env.secret("SECRET_MESSAGE")?,
             write_rate_per_second: positive(env, "WRITE_RATE_PER_SECOND", 50)?,
             write_burst: positive(env, "WRITE_BURST", 100)?,

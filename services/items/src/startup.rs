@@ -41,6 +41,7 @@ impl Application {
     /// failure here stops the process before it reports ready.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let listeners = Listeners::bind(&settings.server).await?;
+        crate::timezones_client::TimezonesClient::register_metrics();
         let store = Store::connect(&StoreConfig {
             url: settings.database_url.expose().to_owned(),
             max_connections: settings.database_max_connections,
@@ -137,8 +138,8 @@ fn routes(
     store: &Store,
     clock: &LocalClock,
     readiness: Readiness,
-) -> impl Endpoint + 'static {
-    let auth = ApiKeyVerifier::new(Some(settings.api_key.clone()));
+) -> impl Endpoint<Output = poem::Response> + 'static {
+    let auth = ApiKeyVerifier::start(Some(&settings.api_keys));
     let writes = WriteGuard::new(
         auth.clone(),
         settings.write_rate_per_second,

@@ -1,15 +1,15 @@
 //! 12-factor configuration: every setting comes from an environment variable, secrets may come
 //! from a file (`NAME_FILE`) the way a mounted Kubernetes Secret provides them, and every bad
 //! value is a start-up error that names the setting.
+//!
+//! A leaf: the modules that own settings (`settings`, `telemetry`, `faults`, `auth`) read them
+//! through [`Env`]; this module knows none of them.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
-
-use crate::faults::FaultConfig;
-use crate::telemetry::{LogConfig, LogFormat, TraceConfig};
 
 /// A setting that is missing or cannot be used. Its `Display` is the one line the process prints
 /// before it exits, so it always names the setting; it never contains a secret value.
@@ -160,75 +160,6 @@ pub struct ServiceDefaults {
     pub metrics_addr: SocketAddr,
 }
 
-/// Settings every service has: where it listens, how it logs and traces, and its HTTP limits.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub service: &'static str,
-    pub bind_addr: SocketAddr,
-    /// Where `/metrics` is served, apart from the API.
-    pub metrics_addr: SocketAddr,
-    pub log: LogConfig,
-    pub trace: TraceConfig,
-    /// Largest request body accepted; larger bodies get 413.
-    pub max_body_bytes: usize,
-    /// How long in-flight requests may take to finish after a shutdown signal.
-    pub shutdown_grace: Duration,
-    /// After a shutdown signal, how long to keep serving with readiness failing, so load
-    /// balancers and the mesh stop sending new requests before the listener closes.
-    pub drain_delay: Duration,
-    /// Each request's time budget; a caller's `x-request-timeout-ms` can only shorten it.
-    pub request_timeout: Duration,
-    /// Requests served at once; more are shed with 503 + `Retry-After` instead of queueing.
-    pub max_concurrent_requests: usize,
-    /// Fault injection at start; off unless configured.
-    pub faults: FaultConfig,
-}
-
-impl ServerConfig {
-    pub fn from_env(env: &Env, defaults: ServiceDefaults) -> Result<Self, ConfigError> {
-        Ok(Self {
-            service: defaults.name,
-            bind_addr: env.parse_or("BIND_ADDR", defaults.bind_addr)?,
-            metrics_addr: env.parse_or("METRICS_ADDR", defaults.metrics_addr)?,
-            log: LogConfig::from_env(env)?,
-            trace: TraceConfig::from_env(env, defaults.name)?,
-            max_body_bytes: env.parse_or("MAX_BODY_BYTES", 64 * 1024)?,
-            shutdown_grace: env.millis_or("SHUTDOWN_GRACE_MS", Duration::from_secs(20))?,
-            drain_delay: env.millis_or("DRAIN_DELAY_MS", Duration::ZERO)?,
-            request_timeout: env.millis_or("REQUEST_TIMEOUT_MS", Duration::from_secs(5))?,
-            max_concurrent_requests: match env.parse_or("MAX_CONCURRENT_REQUESTS", 512)? {
-                0 => {
-                    return Err(ConfigError::new(
-                        "MAX_CONCURRENT_REQUESTS",
-                        "must be at least 1",
-                    ));
-                }
-                n => n,
-            },
-            faults: FaultConfig::from_env(env)?,
-        })
-    }
-}
-
-impl LogConfig {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let level = env.string_or("LOG_LEVEL", "info");
-        tracing_subscriber::EnvFilter::try_new(&level)
-            .map_err(|e| ConfigError::new("LOG_LEVEL", format!("{level:?}: {e}")))?;
-        let format = match env.get("LOG_FORMAT").unwrap_or("json") {
-            "json" => LogFormat::Json,
-            "pretty" => LogFormat::Pretty,
-            other => {
-                return Err(ConfigError::new(
-                    "LOG_FORMAT",
-                    format!("{other:?} is not one of json, pretty"),
-                ));
-            }
-        };
-        Ok(Self { level, format })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,35 +205,5 @@ mod tests {
     fn unreadable_secret_file_names_the_file_setting() {
         let env = Env::from_pairs([("API_KEY_FILE", "/nonexistent/key")]);
         assert_eq!(env.secret("API_KEY").unwrap_err().setting, "API_KEY_FILE");
-    }
-
-    fn defaults() -> ServiceDefaults {
-        ServiceDefaults {
-            name: "test",
-            bind_addr: "127.0.0.1:1".parse().unwrap(),
-            metrics_addr: "127.0.0.1:2".parse().unwrap(),
-        }
-    }
-
-    #[test]
-    fn bad_values_name_their_setting() {
-        let env = Env::from_pairs([("BIND_ADDR", "nowhere:port")]);
-        let err = ServerConfig::from_env(&env, defaults()).unwrap_err();
-        assert_eq!(err.setting, "BIND_ADDR");
-        assert!(
-            err.to_string()
-                .starts_with("invalid configuration: BIND_ADDR:")
-        );
-
-        let env = Env::from_pairs([("LOG_FORMAT", "xml")]);
-        let err = ServerConfig::from_env(&env, defaults()).unwrap_err();
-        assert_eq!(err.setting, "LOG_FORMAT");
-    }
-
-    #[test]
-    fn empty_value_counts_as_unset() {
-        let env = Env::from_pairs([("BIND_ADDR", "")]);
-        let config = ServerConfig::from_env(&env, defaults()).unwrap();
-        assert_eq!(config.bind_addr.port(), 1);
     }
 }

@@ -192,9 +192,9 @@ impl FaultApi {
         auth: ApiKeyAuth,
         body: Json<FaultConfig>,
     ) -> Result<FaultResponse, Problem> {
-        self.auth.verify(&auth)?;
+        let key_id = self.auth.verify(&auth)?;
         body.0.check().map_err(Problem::validation)?;
-        tracing::warn!(faults = ?body.0, "fault injection changed");
+        tracing::warn!(faults = ?body.0, %key_id, "fault injection changed");
         self.faults.set(body.0);
         Ok(FaultResponse::Ok(Json(self.faults.get())))
     }

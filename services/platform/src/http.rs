@@ -1,24 +1,34 @@
-//! The middleware every request passes through, outermost first:
-//! request id, trace span, metrics and access log → panic guard → errors as problem+json → load shedding →
-//! deadline → fault injection → body size limit → routes.
+//! The one layer every request passes through. In order of meaning: request id, trace context,
+//! route template, load shedding, deadline, fault injection, body size limit, panic guard,
+//! errors as problem+json, security headers, metrics, access log.
+//!
+//! One endpoint wrapper instead of a stack of `around` layers: each layer of the old stack
+//! boxed a future and moved the request; here the request moves once and the work is one
+//! future. A drop guard records the outcome when that future is dropped (the client went away
+//! or the server closed the connection), so no request escapes the metrics and the log.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use poem::http::{HeaderValue, StatusCode, header};
-use poem::middleware::CatchPanic;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response};
+use futures_util::FutureExt;
+use poem::http::{HeaderValue, Method, StatusCode, header};
+use poem::{Endpoint, IntoResponse, Request, Response};
 use tokio::sync::Semaphore;
-use tracing::Instrument;
 
-use crate::config::ServerConfig;
 use crate::faults::{Faults, injected_failure};
 use crate::problem::Problem;
+use crate::settings::ServerConfig;
+use crate::telemetry::{self, RequestContext, RequestTrace};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The time budget left for a request, in whole milliseconds. A caller sets it so the callee
 /// gives up when the caller would no longer use the answer.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
+/// The status recorded for a request whose client went away before the answer (nginx's
+/// convention; no response is sent).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// The id of the request being served, available to handlers as `Data<&RequestId>`.
 #[derive(Debug, Clone)]
@@ -40,191 +50,228 @@ fn is_operational(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz") || path.starts_with("/admin/")
 }
 
-/// Wraps a service's routes in the standard layers.
+/// Wraps a service's routes in the platform layer.
 pub fn standard_layers<E>(
     routes: E,
     config: &ServerConfig,
     faults: Faults,
     templates: RouteTemplates,
-) -> impl Endpoint<Output = Response> + use<E>
+) -> Platform<E>
 where
     E: Endpoint + 'static,
 {
-    let max_body_bytes = config.max_body_bytes;
-    let request_timeout = config.request_timeout;
-    let in_flight = Arc::new(Semaphore::new(config.max_concurrent_requests));
-    routes
-        .map_to_response()
-        .around(move |ep, req| limit_body(ep, req, max_body_bytes))
-        .around(move |ep, req| inject_faults(ep, req, faults.clone()))
-        .around(move |ep, req| enforce_deadline(ep, req, request_timeout))
-        .around(move |ep, req| shed_load(ep, req, Arc::clone(&in_flight)))
-        .around(errors_as_problems)
-        .with(CatchPanic::new().with_handler(|_| Problem::internal().into_response()))
-        .around(move |ep, req| observe(ep, req, templates.clone()))
+    let metrics = RouteMetrics::register(&templates);
+    let in_flight_gauge = metrics::gauge!("http_server_requests_in_flight");
+    in_flight_gauge.increment(0.0);
+    Platform {
+        inner: routes,
+        shared: Arc::new(Shared {
+            templates,
+            metrics,
+            in_flight: Semaphore::new(config.max_concurrent_requests),
+            in_flight_gauge,
+            request_timeout: config.request_timeout,
+            max_body_bytes: config.max_body_bytes,
+            faults,
+        }),
+    }
+}
+
+/// See the module documentation.
+pub struct Platform<E> {
+    inner: E,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    templates: RouteTemplates,
+    metrics: RouteMetrics,
+    in_flight: Semaphore,
+    in_flight_gauge: metrics::Gauge,
+    request_timeout: Duration,
+    max_body_bytes: usize,
+    faults: Faults,
+}
+
+impl<E: Endpoint> Endpoint for Platform<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let started = Instant::now();
+        let method = method_label(req.method());
+        let path: Box<str> = req.uri().path().into();
+        let (route_index, route) = self.shared.templates.find_index(&path);
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| is_acceptable_request_id(id))
+            .map_or_else(new_request_id, str::to_owned);
+        let trace = RequestTrace::start(req.headers(), method, route);
+        let context = RequestContext::new(request_id.clone(), trace.ids());
+        req.extensions_mut().insert(RequestId(request_id));
+
+        let mut record = Outcome {
+            shared: Arc::clone(&self.shared),
+            series: self.shared.metrics.series(route_index, method),
+            started,
+            method,
+            route,
+            path,
+            context: context.clone(),
+            trace,
+            answered: false,
+        };
+        self.shared.in_flight_gauge.increment(1.0);
+        let operational = is_operational(&record.path);
+        let work = telemetry::in_request(context, self.serve(req, operational));
+        let mut response = match record.trace.span() {
+            Some(span) => tracing::Instrument::instrument(work, span.clone()).await,
+            None => work.await,
+        };
+        if let Ok(value) = HeaderValue::from_str(&record.context.request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        add_security_headers(response.headers_mut());
+        record.answered(response.status());
+        Ok(response)
+    }
+}
+
+impl<E: Endpoint> Platform<E> {
+    /// Shedding and the deadline, around the handler.
+    async fn serve(&self, mut req: Request, operational: bool) -> Response {
+        let _permit = if operational {
+            None
+        } else {
+            match self.shared.in_flight.try_acquire() {
+                Ok(permit) => Some(permit),
+                Err(_) => return overloaded().into_response(),
+            }
+        };
+        let callers_budget = req
+            .headers()
+            .get(TIMEOUT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let budget = callers_budget.map_or(self.shared.request_timeout, |b| {
+            b.min(self.shared.request_timeout)
+        });
+        if budget.is_zero() {
+            return deadline_exceeded(budget).into_response();
+        }
+        req.extensions_mut()
+            .insert(Deadline(Instant::now() + budget));
+        match tokio::time::timeout(budget, self.handle(req, operational)).await {
+            Ok(response) => response,
+            Err(_elapsed) => deadline_exceeded(budget).into_response(),
+        }
+    }
+
+    /// Faults, the body limit, the handler, its panics and its errors.
+    async fn handle(&self, req: Request, operational: bool) -> Response {
+        if !operational && let Some(injection) = self.shared.faults.for_path(req.uri().path()) {
+            if !injection.delay.is_zero() {
+                tokio::time::sleep(injection.delay).await;
+            }
+            if injection.fail {
+                return injected_failure().into_response();
+            }
+        }
+        let req = match limit_body(req, self.shared.max_body_bytes).await {
+            Ok(req) => req,
+            Err(problem) => return problem.into_response(),
+        };
+        match AssertUnwindSafe(self.inner.call(req)).catch_unwind().await {
+            Ok(Ok(response)) => response.into_response(),
+            Ok(Err(err)) => Problem::from_poem_error(err).into_response(),
+            Err(_panic) => {
+                tracing::error!("handler panicked");
+                Problem::internal().into_response()
+            }
+        }
+    }
 }
 
 /// 503 at once when `max_concurrent_requests` are already in flight: a fast "try elsewhere"
 /// beats an unbounded queue whose requests time out anyway.
-async fn shed_load<E: Endpoint>(
-    ep: Arc<E>,
-    req: Request,
-    in_flight: Arc<Semaphore>,
-) -> poem::Result<E::Output> {
-    if is_operational(req.uri().path()) {
-        return ep.call(req).await;
-    }
-    let Ok(_permit) = in_flight.try_acquire_owned() else {
-        return Err(Problem::typed(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "Overloaded",
-            "the service is at its concurrency limit; retry after the delay in Retry-After",
-        )
-        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-        .into());
-    };
-    ep.call(req).await
-}
-
-/// Gives every request a deadline (its own timeout, shortened by a caller's
-/// `x-request-timeout-ms`) and abandons the work when it passes.
-async fn enforce_deadline<E: Endpoint>(
-    ep: Arc<E>,
-    mut req: Request,
-    request_timeout: Duration,
-) -> poem::Result<E::Output> {
-    let callers_budget = req
-        .headers()
-        .get(TIMEOUT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_millis);
-    let budget = callers_budget.map_or(request_timeout, |b| b.min(request_timeout));
-    let timed_out = || {
-        Problem::typed(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "deadline-exceeded",
-            "Deadline exceeded",
-            format!(
-                "the request did not finish within its {} ms budget",
-                budget.as_millis()
-            ),
-        )
-        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-    };
-    if budget.is_zero() {
-        return Err(timed_out().into());
-    }
-    req.extensions_mut()
-        .insert(Deadline(Instant::now() + budget));
-    match tokio::time::timeout(budget, ep.call(req)).await {
-        Ok(result) => result,
-        Err(_elapsed) => Err(timed_out().into()),
-    }
-}
-
-async fn inject_faults<E: Endpoint>(
-    ep: Arc<E>,
-    req: Request,
-    faults: Faults,
-) -> poem::Result<E::Output> {
-    let path = req.uri().path();
-    let injection = (!is_operational(path))
-        .then(|| faults.for_path(path))
-        .flatten();
-    if let Some(injection) = injection {
-        if !injection.delay.is_zero() {
-            tokio::time::sleep(injection.delay).await;
-        }
-        if injection.fail {
-            return Err(injected_failure().into());
-        }
-    }
-    ep.call(req).await
-}
-
-/// Per request: honours a sane incoming `X-Request-ID` (so a caller's id follows the request
-/// across services) or makes one, and echoes it; adds the security headers; continues the
-/// caller's trace in a server span; counts and times the request by route template; logs one
-/// line when it is done.
-async fn observe<E: Endpoint>(
-    ep: Arc<E>,
-    mut req: Request,
-    routes: RouteTemplates,
-) -> poem::Result<Response> {
-    let started = Instant::now();
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| is_acceptable_request_id(id))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let method = method_label(req.method());
-    let path = req.uri().path().to_owned();
-    let route = routes.find(&path);
-    req.extensions_mut().insert(RequestId(request_id.clone()));
-
-    let span = tracing::info_span!(
-        "HTTP request",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = method,
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-        request_id = %request_id,
-    );
-    crate::telemetry::continue_trace(&span, req.headers());
-    let (trace_id, span_id) = crate::telemetry::trace_ids(&span).unwrap_or_default();
-
-    let in_flight = metrics::gauge!("http_server_requests_in_flight");
-    in_flight.increment(1.0);
-    let mut response = async move {
-        match ep.call(req).await {
-            Ok(response) => response.into_response(),
-            Err(err) => Problem::from_poem_error(err).into_response(),
-        }
-    }
-    .instrument(span.clone())
-    .await;
-    in_flight.decrement(1.0);
-
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
-    add_security_headers(response.headers_mut());
-    let status = response.status();
-    let elapsed = started.elapsed();
-    let class = status_class(status);
-    metrics::counter!(
-        "http_server_requests_total",
-        "method" => method, "route" => route, "status" => status.as_u16().to_string(), "status_class" => class,
+fn overloaded() -> Problem {
+    Problem::typed(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "Overloaded",
+        "the service is at its concurrency limit; retry after the delay in Retry-After",
     )
-    .increment(1);
-    metrics::histogram!(
-        "http_server_request_duration_seconds",
-        "method" => method, "route" => route, "status_class" => class,
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+}
+
+fn deadline_exceeded(budget: Duration) -> Problem {
+    Problem::typed(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "deadline-exceeded",
+        "Deadline exceeded",
+        format!(
+            "the request did not finish within its {} ms budget",
+            budget.as_millis()
+        ),
     )
-    .record(elapsed.as_secs_f64());
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+}
+
+/// A request id in the UUIDv7 format, from the thread's own random generator (no lock).
+fn new_request_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut random = [0u8; 10];
+    fastrand::fill(&mut random);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .to_string()
+}
+
+/// Records a request's outcome once: when it is answered, or when its future is dropped.
+struct Outcome {
+    shared: Arc<Shared>,
+    series: Arc<SeriesHandles>,
+    started: Instant,
+    method: &'static str,
+    route: &'static str,
+    path: Box<str>,
+    context: RequestContext,
+    trace: RequestTrace,
+    answered: bool,
+}
+
+impl Outcome {
+    fn answered(&mut self, status: StatusCode) {
+        self.answered = true;
+        self.record(status.as_u16());
     }
-    span.in_scope(|| {
-        tracing::info!(
-            method,
-            route,
-            %path,
-            status = status.as_u16(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            trace_id,
-            span_id,
-            "request completed"
-        );
-    });
-    Ok(response)
+
+    fn record(&self, status: u16) {
+        let elapsed = self.started.elapsed();
+        self.series.record(status, elapsed);
+        self.trace.finish(status);
+        telemetry::access_log(&telemetry::AccessLogLine {
+            method: self.method,
+            route: self.route,
+            path: &self.path,
+            status,
+            duration: elapsed,
+            context: &self.context,
+        });
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        self.shared.in_flight_gauge.decrement(1.0);
+        if !self.answered {
+            self.record(CLIENT_CLOSED_REQUEST);
+        }
+    }
 }
 
 /// OWASP's baseline for an API: browsers must not guess content types or frame any response
@@ -241,27 +288,148 @@ fn add_security_headers(headers: &mut poem::http::HeaderMap) {
 }
 
 /// Methods as static labels; anything unusual is one label, so it cannot grow the series.
-fn method_label(method: &poem::http::Method) -> &'static str {
-    use poem::http::Method;
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "OTHER",
+];
+
+fn method_label(method: &Method) -> &'static str {
+    METHODS[method_index(method)]
+}
+
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::PATCH => 3,
+        Method::DELETE => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
-fn status_class(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+fn label_index(label: &str) -> usize {
+    METHODS.iter().position(|m| *m == label).unwrap_or(7)
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// The request series of one route template and method: handles made once, so a request
+/// looks up nothing in the registry and builds no labels.
+struct SeriesHandles {
+    method: &'static str,
+    route: &'static str,
+    by_status: RwLock<Vec<(u16, metrics::Counter)>>,
+    durations: [OnceLock<metrics::Histogram>; 5],
+}
+
+impl SeriesHandles {
+    fn new(route: &'static str, method: &'static str) -> Self {
+        Self {
+            method,
+            route,
+            by_status: RwLock::new(Vec::new()),
+            durations: Default::default(),
+        }
+    }
+
+    fn counter(&self, status: u16) -> metrics::Counter {
+        let known = self
+            .by_status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, c)| c.clone());
+        known.unwrap_or_else(|| {
+            let counter = metrics::counter!(
+                "http_server_requests_total",
+                "method" => self.method,
+                "route" => self.route,
+                "status" => status.to_string(),
+                "status_class" => STATUS_CLASSES[status_class_index(status)],
+            );
+            let mut by_status = self.by_status.write().unwrap_or_else(|e| e.into_inner());
+            if !by_status.iter().any(|(s, _)| *s == status) {
+                by_status.push((status, counter.clone()));
+            }
+            counter
+        })
+    }
+
+    fn histogram(&self, status: u16) -> &metrics::Histogram {
+        let class = status_class_index(status);
+        self.durations[class].get_or_init(|| {
+            metrics::histogram!(
+                "http_server_request_duration_seconds",
+                "method" => self.method,
+                "route" => self.route,
+                "status_class" => STATUS_CLASSES[class],
+            )
+        })
+    }
+
+    /// Makes the series of `status` exist at 0 before any request.
+    fn register(&self, status: u16) {
+        self.counter(status).absolute(0);
+        self.histogram(status);
+    }
+
+    fn record(&self, status: u16, elapsed: Duration) {
+        self.counter(status).increment(1);
+        self.histogram(status).record(elapsed.as_secs_f64());
+    }
+}
+
+/// Series handles per route template (plus `unmatched`) and method.
+struct RouteMetrics {
+    routes: Vec<&'static str>,
+    series: Vec<[OnceLock<Arc<SeriesHandles>>; 8]>,
+}
+
+impl RouteMetrics {
+    /// Registers every operation's declared statuses at 0, so dashboards and alerts see
+    /// series on a healthy system.
+    fn register(templates: &RouteTemplates) -> Self {
+        let mut routes: Vec<&'static str> = vec![UNMATCHED_ROUTE; templates.0.len() + 1];
+        for template in templates.0.iter() {
+            routes[template.index] = template.text;
+        }
+        let metrics = Self {
+            series: routes.iter().map(|_| Default::default()).collect(),
+            routes,
+        };
+        for template in templates.0.iter() {
+            for (method, statuses) in &template.operations {
+                let series = metrics.series(Some(template.index), METHODS[label_index(method)]);
+                // The statuses every operation can answer whatever it declares: shed,
+                // past its deadline, or failed.
+                for status in statuses.iter().chain(&[500, 503]) {
+                    series.register(*status);
+                }
+            }
+        }
+        metrics
+            .series(None, "GET")
+            .register(StatusCode::NOT_FOUND.as_u16());
+        metrics
+    }
+
+    fn series(&self, route_index: Option<usize>, method: &'static str) -> Arc<SeriesHandles> {
+        let index = route_index.unwrap_or(self.routes.len() - 1);
+        let slot = &self.series[index][label_index(method)];
+        Arc::clone(slot.get_or_init(|| Arc::new(SeriesHandles::new(self.routes[index], method))))
     }
 }
 
@@ -289,7 +457,14 @@ pub struct RouteTemplates(Arc<Vec<Template>>);
 struct Template {
     segments: Vec<Option<&'static str>>,
     text: &'static str,
+    /// Its position in the order given, which metrics use as its key.
+    index: usize,
+    /// Methods and the statuses the API document declares for them.
+    operations: Operations,
 }
+
+/// Methods of a route and the statuses the API document declares for each.
+type Operations = Vec<(String, Vec<u16>)>;
 
 /// The label for paths that match no route (404 scans), so they share one series.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -298,15 +473,29 @@ impl RouteTemplates {
     /// `{name}` segments match any one segment; a trailing one also matches several (zone
     /// names such as `America/New_York` contain `/`). Templates live for the whole process.
     pub fn new<S: AsRef<str>>(templates: impl IntoIterator<Item = S>) -> Self {
+        Self::with_operations(
+            templates
+                .into_iter()
+                .map(|t| (t.as_ref().to_owned(), Vec::new())),
+        )
+    }
+
+    fn with_operations(templates: impl IntoIterator<Item = (String, Operations)>) -> Self {
         let mut parsed: Vec<Template> = templates
             .into_iter()
-            .map(|t| {
-                let text: &'static str = Box::leak(t.as_ref().to_owned().into_boxed_str());
+            .enumerate()
+            .map(|(index, (text, operations))| {
+                let text: &'static str = Box::leak(text.into_boxed_str());
                 let segments = text
                     .split('/')
                     .map(|seg| (!(seg.starts_with('{') && seg.ends_with('}'))).then_some(seg))
                     .collect();
-                Template { segments, text }
+                Template {
+                    segments,
+                    text,
+                    index,
+                    operations,
+                }
             })
             .collect();
         // Literal segments win over parameters: `/admin/faults` before `/admin/{x}`.
@@ -314,40 +503,80 @@ impl RouteTemplates {
         Self(Arc::new(parsed))
     }
 
-    /// The templates of an OpenAPI document's paths, plus `extra` (routes outside it).
+    /// The templates of an OpenAPI document's paths with their operations' declared
+    /// statuses, plus `extra` (routes outside it, served by GET).
     pub fn from_openapi(spec_json: &str, extra: &[&str]) -> Self {
         let spec: serde_json::Value = serde_json::from_str(spec_json).unwrap_or_default();
-        let paths = spec["paths"]
+        let mut templates: Vec<(String, Operations)> = spec["paths"]
             .as_object()
-            .map(|paths| paths.keys().cloned().collect::<Vec<_>>())
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|(path, item)| {
+                        let operations = item
+                            .as_object()
+                            .map(|ops| {
+                                ops.iter()
+                                    .map(|(method, op)| {
+                                        let statuses = op["responses"]
+                                            .as_object()
+                                            .map(|r| {
+                                                r.keys().filter_map(|s| s.parse().ok()).collect()
+                                            })
+                                            .unwrap_or_default();
+                                        (method.to_ascii_uppercase(), statuses)
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        (path.clone(), operations)
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        Self::new(
-            paths
-                .into_iter()
-                .chain(extra.iter().map(|s| (*s).to_owned())),
-        )
+        templates.extend(
+            extra
+                .iter()
+                .map(|path| ((*path).to_owned(), vec![("GET".to_owned(), vec![200])])),
+        );
+        Self::with_operations(templates)
     }
 
     pub fn find(&self, path: &str) -> &'static str {
-        let parts: Vec<&str> = path.split('/').collect();
+        self.find_index(path).1
+    }
+
+    /// The matching template's index (its key in the metrics) and text.
+    fn find_index(&self, path: &str) -> (Option<usize>, &'static str) {
         self.0
             .iter()
-            .find(|t| matches_template(&t.segments, &parts))
-            .map_or(UNMATCHED_ROUTE, |t| t.text)
+            .find(|t| matches_template(&t.segments, path))
+            .map_or((None, UNMATCHED_ROUTE), |t| (Some(t.index), t.text))
     }
 }
 
-fn matches_template(segments: &[Option<&str>], parts: &[&str]) -> bool {
+/// Matches without collecting the path's segments: this runs on every request.
+fn matches_template(segments: &[Option<&str>], path: &str) -> bool {
     let tail_param = matches!(segments.last(), Some(None));
-    let length_ok = parts.len() == segments.len() || (tail_param && parts.len() > segments.len());
-    length_ok
-        && segments
-            .iter()
-            .zip(parts)
-            .all(|(segment, part)| match segment {
-                Some(literal) => literal == part,
-                None => !part.is_empty(),
-            })
+    let mut parts = path.split('/');
+    for (position, segment) in segments.iter().enumerate() {
+        let Some(part) = parts.next() else {
+            return false;
+        };
+        let last = position + 1 == segments.len();
+        match segment {
+            Some(literal) if *literal != part => return false,
+            None if part.is_empty() => return false,
+            _ => {}
+        }
+        if last {
+            return match parts.next() {
+                None => true,
+                Some(_) => tail_param,
+            };
+        }
+    }
+    false
 }
 
 fn is_acceptable_request_id(id: &str) -> bool {
@@ -357,24 +586,12 @@ fn is_acceptable_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Every error that leaves the routes becomes an RFC 9457 response.
-async fn errors_as_problems<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
-    Ok(match ep.call(req).await {
-        Ok(response) => response.into_response(),
-        Err(err) => Problem::from_poem_error(err).into_response(),
-    })
-}
-
 /// Rejects bodies over the limit with 413 before a handler sees them. A declared
 /// `Content-Length` is checked up front; a chunked body is read up to the limit.
-async fn limit_body<E: Endpoint>(
-    ep: Arc<E>,
-    mut req: Request,
-    max_body_bytes: usize,
-) -> poem::Result<E::Output> {
+async fn limit_body(mut req: Request, max_body_bytes: usize) -> Result<Request, Problem> {
     let declared = req
         .headers()
-        .get(poem::http::header::CONTENT_LENGTH)
+        .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let too_large = || {
@@ -384,13 +601,10 @@ async fn limit_body<E: Endpoint>(
         )
     };
     match declared {
-        Some(length) if length > max_body_bytes as u64 => return Err(too_large().into()),
+        Some(length) if length > max_body_bytes as u64 => return Err(too_large()),
         Some(_) => {}
         None => {
-            let has_body = req
-                .headers()
-                .contains_key(poem::http::header::TRANSFER_ENCODING);
-            if has_body {
+            if req.headers().contains_key(header::TRANSFER_ENCODING) {
                 let bytes = req
                     .take_body()
                     .into_bytes_limit(max_body_bytes)
@@ -400,7 +614,7 @@ async fn limit_body<E: Endpoint>(
             }
         }
     }
-    ep.call(req).await
+    Ok(req)
 }
 
 #[cfg(test)]
@@ -427,8 +641,12 @@ mod tests {
         assert_eq!(routes.find("/v1/items/a/b"), "/v1/items/{id}");
         assert_eq!(routes.find("/v2/items/a"), UNMATCHED_ROUTE);
         assert_eq!(routes.find("/v1/items/"), UNMATCHED_ROUTE);
+        assert_eq!(routes.find("/v1"), UNMATCHED_ROUTE);
+        assert_eq!(routes.find("/v1/items/a/b/"), "/v1/items/{id}");
         assert_eq!(routes.find("/wp-admin.php"), UNMATCHED_ROUTE);
         assert_eq!(routes.find("/admin/faults"), "/admin/faults");
+        assert_eq!(routes.find("/admin/faults/x"), UNMATCHED_ROUTE);
+        assert_eq!(routes.find("/healthz"), "/healthz");
     }
 
     /// Answers, problems for unknown routes and panics alike carry the browser security
@@ -438,7 +656,7 @@ mod tests {
         use crate::config::{Env, ServiceDefaults};
         use crate::faults::FaultConfig;
         use poem::test::TestClient;
-        use poem::{EndpointExt, get, handler};
+        use poem::{get, handler};
 
         #[handler]
         fn answer() -> &'static str {
@@ -464,8 +682,7 @@ mod tests {
             &config,
             faults,
             RouteTemplates::new(["/answer", "/crash"]),
-        )
-        .boxed(); // erases the layered type, whose depth overflows the compiler's limit here
+        );
         let client = TestClient::new(app);
         for (path, status) in [("/answer", 200), ("/nothing", 404), ("/crash", 500)] {
             let response = client.get(path).send().await;
@@ -482,5 +699,11 @@ mod tests {
         assert!(!is_acceptable_request_id(""));
         assert!(!is_acceptable_request_id(&"a".repeat(129)));
         assert!(!is_acceptable_request_id("evil\nlog line"));
+        let generated = new_request_id();
+        assert!(is_acceptable_request_id(&generated));
+        assert_eq!(
+            uuid::Uuid::parse_str(&generated).unwrap().get_version_num(),
+            7
+        );
     }
 }

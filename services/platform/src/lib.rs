@@ -11,6 +11,8 @@ pub mod lifecycle;
 pub mod log_writer;
 pub mod metrics;
 pub mod problem;
+pub mod server;
+pub mod settings;
 pub mod telemetry;
 
 pub use config::{ConfigError, Env, Secret};

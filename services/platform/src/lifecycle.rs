@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::{Endpoint, Server};
+use poem::Endpoint;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use tokio::net::TcpListener;
 
 use crate::config::ConfigError;
-use crate::config::ServerConfig;
 use crate::problem::Problem;
+use crate::server::ConnectionLimits;
+use crate::settings::ServerConfig;
 
 /// Shared readiness: false from the moment shutdown begins.
 #[derive(Debug, Clone)]
@@ -134,56 +135,6 @@ impl HealthApi {
     }
 }
 
-/// A bound listening socket, so callers (tests) can learn the port before serving.
-pub struct BoundServer {
-    acceptor: TcpAcceptor,
-    local_addr: SocketAddr,
-}
-
-impl BoundServer {
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        let acceptor = TcpListener::bind(addr).into_acceptor().await?;
-        let local_addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .ok_or_else(|| std::io::Error::other("listener has no socket address"))?;
-        Ok(Self {
-            acceptor,
-            local_addr,
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Serves until `stop` resolves; then readiness turns false at once, requests are still
-    /// served for `drain_delay` (so endpoints and the mesh stop routing here), then new
-    /// connections are refused and in-flight requests get up to `grace` to finish.
-    pub async fn serve<E: Endpoint + 'static>(
-        self,
-        app: E,
-        readiness: Readiness,
-        drain_delay: Duration,
-        grace: Duration,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        tracing::info!(addr = %self.local_addr, "listening");
-        let stopping = async move {
-            stop.await;
-            readiness.set_not_ready();
-            tracing::info!(drain_ms = drain_delay.as_millis() as u64, "draining");
-            tokio::time::sleep(drain_delay).await;
-        };
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, stopping, Some(grace))
-            .await?;
-        tracing::info!("stopped");
-        Ok(())
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}")]
 pub struct BindError {
@@ -194,8 +145,8 @@ pub struct BindError {
 /// What a service serves on: its API socket and its metrics socket (bound up front, so tests
 /// and logs learn the real ports), and the readiness flag the shutdown flips.
 pub struct Listeners {
-    api: BoundServer,
-    metrics: BoundServer,
+    api: TcpListener,
+    metrics: TcpListener,
     metrics_handle: metrics_exporter_prometheus::PrometheusHandle,
     readiness: Readiness,
 }
@@ -204,63 +155,89 @@ impl Listeners {
     /// Binds both sockets and installs the process's metrics recorder.
     pub async fn bind(config: &ServerConfig) -> Result<Self, BindError> {
         let bind = |addr| async move {
-            BoundServer::bind(addr)
+            crate::server::bind(addr)
                 .await
                 .map_err(|source| BindError { addr, source })
         };
+        let metrics_handle = crate::metrics::install(config.service);
         Ok(Self {
             api: bind(config.bind_addr).await?,
             metrics: bind(config.metrics_addr).await?,
-            metrics_handle: crate::metrics::install(config.service),
+            metrics_handle,
             readiness: Readiness::default(),
         })
     }
 
     pub fn api_addr(&self) -> SocketAddr {
-        self.api.local_addr()
+        local_addr(&self.api)
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics.local_addr()
+        local_addr(&self.metrics)
     }
 
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()
     }
 
-    /// Serves the API and `/metrics` until `stop`: the API drains as in [`BoundServer::serve`];
-    /// the metrics port closes after it, so scrapes see the drain to the end.
-    pub async fn serve<E: Endpoint + 'static>(
+    /// Serves the API and `/metrics` until `stop`. Then readiness turns false at once, requests
+    /// are still served for `drain_delay` (so endpoints and the mesh stop routing here), then
+    /// new connections are refused and in-flight requests get up to `shutdown_grace` to
+    /// finish. The metrics port closes after the API, so scrapes see the drain to the end.
+    pub async fn serve<E>(
         self,
         app: E,
         config: &ServerConfig,
         stop: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<()>
+    where
+        E: Endpoint<Output = poem::Response> + 'static,
+    {
         let (api_done, metrics_stop) = tokio::sync::oneshot::channel::<()>();
-        tracing::info!(addr = %self.metrics.local_addr, "metrics listening");
-        let metrics_server = tokio::spawn(
-            Server::new_with_acceptor(self.metrics.acceptor).run_with_graceful_shutdown(
-                crate::metrics::routes(self.metrics_handle),
-                async move {
-                    let _ = metrics_stop.await;
-                },
-                Some(Duration::from_secs(1)),
-            ),
-        );
-        let served = self
-            .api
-            .serve(
-                app,
-                self.readiness,
-                config.drain_delay,
-                config.shutdown_grace,
-                stop,
-            )
-            .await;
+        let api_addr = self.api_addr();
+        tracing::info!(addr = %self.metrics_addr(), "metrics listening");
+        let metrics_server = tokio::spawn(crate::server::serve(
+            "metrics",
+            self.metrics,
+            crate::metrics::routes(self.metrics_handle),
+            ConnectionLimits {
+                max_connections: crate::settings::METRICS_CONNECTIONS,
+                ..config.connections
+            },
+            Duration::from_secs(1),
+            async move {
+                let _ = metrics_stop.await;
+            },
+        ));
+        let readiness = self.readiness;
+        let drain_delay = config.drain_delay;
+        let stopping = async move {
+            stop.await;
+            readiness.set_not_ready();
+            tracing::info!(drain_ms = drain_delay.as_millis() as u64, "draining");
+            tokio::time::sleep(drain_delay).await;
+        };
+        tracing::info!(addr = %api_addr, "listening");
+        let served = crate::server::serve(
+            "api",
+            self.api,
+            app,
+            config.connections,
+            config.shutdown_grace,
+            stopping,
+        )
+        .await;
+        tracing::info!("stopped");
         let _ = api_done.send(());
         let _ = metrics_server.await;
         served
     }
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("a bound TCP socket has a local address")
 }
 
 /// `<service> healthcheck`: asks this service's own `/healthz` on `BIND_ADDR` (the loopback

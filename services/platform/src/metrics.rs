@@ -44,20 +44,28 @@ pub fn install(service: &'static str) -> PrometheusHandle {
                 "commit" => option_env!("MERIDIAN_GIT_COMMIT").unwrap_or("unknown"),
             )
             .set(1.0);
+            record_dropped_log_lines();
             handle
         })
         .clone()
 }
 
+/// Lines the log writer dropped; read from its own counter at scrape time, because the log
+/// starts before the metrics recorder exists.
+fn record_dropped_log_lines() {
+    metrics::counter!("log_lines_dropped_total").absolute(crate::log_writer::dropped_lines());
+}
+
 #[handler]
 fn render(handle: Data<&PrometheusHandle>) -> poem::Response {
+    record_dropped_log_lines();
     poem::Response::builder()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(handle.render())
 }
 
 /// The metrics port's only route.
-pub fn routes(handle: PrometheusHandle) -> impl poem::Endpoint {
+pub fn routes(handle: PrometheusHandle) -> impl poem::Endpoint<Output = poem::Response> {
     use poem::EndpointExt;
     Route::new().at("/metrics", get(render)).data(handle)
 }

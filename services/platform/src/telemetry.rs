@@ -14,6 +14,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
+use std::future::Future;
+use std::sync::OnceLock;
+
 use crate::config::{ConfigError, Env};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,25 @@ pub enum SamplerConfig {
     AlwaysOff,
     Ratio(f64),
     ParentBased(Box<SamplerConfig>),
+}
+
+impl LogConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let level = env.string_or("LOG_LEVEL", "info");
+        EnvFilter::try_new(&level)
+            .map_err(|e| ConfigError::new("LOG_LEVEL", format!("{level:?}: {e}")))?;
+        let format = match env.get("LOG_FORMAT").unwrap_or("json") {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                return Err(ConfigError::new(
+                    "LOG_FORMAT",
+                    format!("{other:?} is not one of json, pretty"),
+                ));
+            }
+        };
+        Ok(Self { level, format })
+    }
 }
 
 impl TraceConfig {
@@ -114,9 +136,18 @@ impl TelemetryGuard {
     }
 }
 
-/// Installs the global log subscriber, tracer and propagators. Spans are always created (so
-/// every log line carries a trace id and context is passed on to timezones), and exported
-/// only when an OTLP endpoint is configured. Calling it again (as tests do) keeps the first.
+/// Whether spans leave the process, and how requests are sampled; set once by [`init`].
+static TRACING: OnceLock<(bool, SamplerConfig)> = OnceLock::new();
+static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+fn exporting() -> bool {
+    TRACING.get().is_some_and(|(export, _)| *export)
+}
+
+/// Installs the global log subscriber, tracer and propagators. OpenTelemetry spans are built
+/// only when they are exported; otherwise a request carries trace and span ids read from its
+/// caller or made here, which reach its log lines and its calls to other services just the
+/// same. Calling it again (as tests do) keeps the first.
 pub fn init(log: &LogConfig, trace: &TraceConfig) -> Result<TelemetryGuard, ConfigError> {
     let mut provider = SdkTracerProvider::builder()
         .with_sampler(trace.sampler.build())
@@ -136,6 +167,8 @@ pub fn init(log: &LogConfig, trace: &TraceConfig) -> Result<TelemetryGuard, Conf
     let provider = provider.build();
     let tracer = provider.tracer("meridian");
     opentelemetry::global::set_text_map_propagator(propagator());
+    let _ = TRACING.set((trace.export, trace.sampler.clone()));
+    let _ = LOG_FORMAT.set(log.format);
 
     let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"));
     // Lines are buffered in memory and written by a background thread, so a request never
@@ -143,36 +176,31 @@ pub fn init(log: &LogConfig, trace: &TraceConfig) -> Result<TelemetryGuard, Conf
     let (writer, log_writer) = crate::log_writer::batched(std::io::stdout());
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt = match log.format {
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .fmt_fields(RequestIdOnly)
-            .with_filter(filter)
-            .boxed(),
+        LogFormat::Json => fmt.event_format(JsonLines).with_filter(filter).boxed(),
         LogFormat::Pretty => fmt
             .compact()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .with_filter(filter)
             .boxed(),
     };
-    // Only our own spans become OpenTelemetry spans, whatever the log level.
-    // Spans carry what the OpenTelemetry HTTP conventions ask for, not the layer's extras:
-    // busy/idle times (two clock reads per poll), thread ids and source locations cost
-    // throughput on every request and answer no operational question.
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_tracked_inactivity(false)
-        .with_threads(false)
-        .with_location(false)
-        .with_filter(LevelFilter::INFO)
-        .with_filter(filter_fn(|meta| {
-            meta.is_span()
-                && ["platform", "items", "timezones"]
-                    .iter()
-                    .any(|t| meta.target().starts_with(t))
-        }));
+    // Only our own spans become OpenTelemetry spans, whatever the log level, and only when
+    // they leave the process. Spans carry what the OpenTelemetry HTTP conventions ask for,
+    // not the layer's extras: busy/idle times (two clock reads per poll), thread ids and
+    // source locations cost throughput on every request and answer no operational question.
+    let spans = trace.export.then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_filter(LevelFilter::INFO)
+            .with_filter(filter_fn(|meta| {
+                meta.is_span()
+                    && ["platform", "items", "timezones"]
+                        .iter()
+                        .any(|t| meta.target().starts_with(t))
+            }))
+    });
     let _already_installed = Registry::default().with(fmt).with(spans).try_init();
     Ok(TelemetryGuard {
         provider,
@@ -191,68 +219,242 @@ fn propagator() -> TextMapCompositePropagator {
     ])
 }
 
-/// What JSON log lines show of the span they were logged in: only its `request_id`. The
-/// request span's other fields exist for OpenTelemetry; repeating them in every line would
-/// cost a JSON parse per line (measured: about 5% of a read endpoint's throughput).
-struct RequestIdOnly;
+/// A request's place in its trace: the trace, this service's span in it, and whether the trace
+/// is sampled (passed on to callees in the W3C and B3 flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub sampled: bool,
+}
 
-impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for RequestIdOnly {
-    fn format_fields<R: tracing_subscriber::field::RecordFields>(
-        &self,
-        mut writer: tracing_subscriber::fmt::format::Writer<'writer>,
-        fields: R,
-    ) -> std::fmt::Result {
-        struct Visitor(Option<String>);
-        impl tracing::field::Visit for Visitor {
-            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-                if field.name() == "request_id" {
-                    self.0 = Some(value.to_owned());
-                }
-            }
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "request_id" {
-                    self.0 = Some(format!("{value:?}"));
-                }
-            }
-        }
-        let mut visitor = Visitor(None);
-        fields.record(&mut visitor);
-        match visitor.0 {
-            Some(id) => write!(
-                writer,
-                "{{\"request_id\":{}}}",
-                serde_json::Value::String(id)
-            ),
-            None => write!(writer, "{{}}"),
+impl TraceIds {
+    fn new_span(parent: Option<TraceIds>, sampled: bool) -> Self {
+        let trace_id = parent.map_or_else(random_trace_id, |p| p.trace_id);
+        Self {
+            trace_id,
+            span_id: random_span_id(),
+            sampled,
         }
     }
 
-    fn add_fields(
-        &self,
-        _current: &'writer mut tracing_subscriber::fmt::FormattedFields<Self>,
-        _fields: &tracing::span::Record<'_>,
-    ) -> std::fmt::Result {
-        // Fields recorded later (the status) are for the trace, not the log lines.
-        Ok(())
+    fn trace_hex(&self) -> [u8; 32] {
+        hex(&self.trace_id)
+    }
+
+    fn span_hex(&self) -> [u8; 16] {
+        hex(&self.span_id)
     }
 }
 
-/// The trace and span ids of a tracing span, as hex, when it has an OpenTelemetry context.
-pub fn trace_ids(span: &tracing::Span) -> Option<(String, String)> {
+fn random_trace_id() -> [u8; 16] {
+    fastrand::u128(1..).to_be_bytes()
+}
+
+fn random_span_id() -> [u8; 8] {
+    fastrand::u64(1..).to_be_bytes()
+}
+
+fn hex<const N: usize, const M: usize>(bytes: &[u8; N]) -> [u8; M] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; M];
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+    out
+}
+
+fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.as_bytes();
+    if text.len() != 2 * N {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; N];
+    for (i, pair) in text.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    (out.iter().any(|b| *b != 0)).then_some(out)
+}
+
+/// The caller's trace context: W3C `traceparent` wins over B3 (single `b3` or `X-B3-*`), as
+/// the composite propagator does.
+fn parent_from_headers(headers: &poem::http::HeaderMap) -> Option<TraceIds> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(traceparent) = text("traceparent") {
+        let mut parts = traceparent.trim().split('-');
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version.len() == 2 && version != "ff" {
+            let flags = from_hex::<1>(flags).map_or(0, |f| f[0]);
+            if let (Some(trace_id), Some(span_id)) = (from_hex(trace), from_hex(span)) {
+                return Some(TraceIds {
+                    trace_id,
+                    span_id,
+                    sampled: flags & 1 == 1,
+                });
+            }
+        }
+    }
+    let b3_trace = |trace: &str| -> Option<[u8; 16]> {
+        from_hex::<16>(trace).or_else(|| {
+            let short = from_hex::<8>(trace)?;
+            let mut long = [0u8; 16];
+            long[8..].copy_from_slice(&short);
+            Some(long)
+        })
+    };
+    if let Some(single) = text("b3") {
+        let mut parts = single.split('-');
+        let trace_id = b3_trace(parts.next()?)?;
+        let span_id = from_hex(parts.next()?)?;
+        let sampled = matches!(parts.next(), None | Some("1" | "d"));
+        return Some(TraceIds {
+            trace_id,
+            span_id,
+            sampled,
+        });
+    }
+    let trace_id = b3_trace(text("x-b3-traceid")?)?;
+    let span_id = from_hex(text("x-b3-spanid")?)?;
+    let sampled = !matches!(text("x-b3-sampled"), Some("0")) || text("x-b3-flags") == Some("1");
+    Some(TraceIds {
+        trace_id,
+        span_id,
+        sampled,
+    })
+}
+
+impl SamplerConfig {
+    /// The SDK's decision for a server span, made before any span exists (so an unsampled
+    /// request builds none). `TraceIdRatioBased` compares the trace id's low 63 bits with the
+    /// ratio, as opentelemetry_sdk 0.33 does, so both agree on every trace.
+    fn samples(&self, parent: Option<TraceIds>, trace_id: [u8; 16]) -> bool {
+        match self {
+            Self::AlwaysOn => true,
+            Self::AlwaysOff => false,
+            Self::Ratio(ratio) => {
+                let bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+                let low = u64::from_be_bytes(trace_id[8..].try_into().expect("8 bytes"));
+                (low >> 1) < bound
+            }
+            Self::ParentBased(root) => match parent {
+                Some(parent) => parent.sampled,
+                None => root.samples(None, trace_id),
+            },
+        }
+    }
+}
+
+/// What the log lines and outgoing calls of one request need to know about it.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub trace: TraceIds,
+}
+
+impl RequestContext {
+    pub fn new(request_id: String, trace: TraceIds) -> Self {
+        Self { request_id, trace }
+    }
+}
+
+tokio::task_local! {
+    static CURRENT_REQUEST: RequestContext;
+}
+
+/// Runs `work` as part of `request`: its log lines carry the request's ids, and its calls to
+/// other services continue its trace.
+pub fn in_request<F: Future>(request: RequestContext, work: F) -> impl Future<Output = F::Output> {
+    CURRENT_REQUEST.scope(request, work)
+}
+
+/// The request being served on this task, if any.
+pub fn current_request() -> Option<RequestContext> {
+    CURRENT_REQUEST.try_with(Clone::clone).ok()
+}
+
+/// A request's server span: an exported OpenTelemetry span when the request is sampled and
+/// spans leave the process, otherwise just its ids.
+pub enum RequestTrace {
+    Ids(TraceIds),
+    Exported { span: tracing::Span, ids: TraceIds },
+}
+
+impl RequestTrace {
+    pub fn start(
+        headers: &poem::http::HeaderMap,
+        method: &'static str,
+        route: &'static str,
+    ) -> Self {
+        let parent = parent_from_headers(headers);
+        let trace_id = parent.map_or_else(random_trace_id, |p| p.trace_id);
+        let sampler = TRACING.get().map(|(_, sampler)| sampler);
+        let sampled = sampler.is_none_or(|s| s.samples(parent, trace_id));
+        let ids = TraceIds {
+            trace_id,
+            ..TraceIds::new_span(parent, sampled)
+        };
+        if !(exporting() && sampled) {
+            return Self::Ids(ids);
+        }
+        let span = tracing::info_span!(
+            "HTTP request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = method,
+            http.route = route,
+            http.response.status_code = tracing::field::Empty,
+        );
+        continue_trace(&span, headers);
+        let ids = otel_ids(&span).unwrap_or(ids);
+        Self::Exported { span, ids }
+    }
+
+    pub fn ids(&self) -> TraceIds {
+        match self {
+            Self::Ids(ids) | Self::Exported { ids, .. } => *ids,
+        }
+    }
+
+    pub fn span(&self) -> Option<&tracing::Span> {
+        match self {
+            Self::Ids(_) => None,
+            Self::Exported { span, .. } => Some(span),
+        }
+    }
+
+    pub fn finish(&self, status: u16) {
+        if let Self::Exported { span, .. } = self {
+            span.record("http.response.status_code", status);
+            if status >= 500 {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+    }
+}
+
+fn otel_ids(span: &tracing::Span) -> Option<TraceIds> {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let context = span.context();
     let span_context = context.span().span_context().clone();
-    span_context.is_valid().then(|| {
-        (
-            span_context.trace_id().to_string(),
-            span_context.span_id().to_string(),
-        )
+    span_context.is_valid().then(|| TraceIds {
+        trace_id: span_context.trace_id().to_bytes(),
+        span_id: span_context.span_id().to_bytes(),
+        sampled: span_context.is_sampled(),
     })
 }
 
-/// Starts the current span's trace in `span` from the caller's headers (W3C or B3).
-pub fn continue_trace(span: &tracing::Span, headers: &poem::http::HeaderMap) {
+/// Starts `span`'s trace from the caller's headers (W3C or B3).
+fn continue_trace(span: &tracing::Span, headers: &poem::http::HeaderMap) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&opentelemetry_http::HeaderExtractor(headers))
@@ -260,13 +462,247 @@ pub fn continue_trace(span: &tracing::Span, headers: &poem::http::HeaderMap) {
     let _ = span.set_parent(parent);
 }
 
-/// Writes `span`'s trace context into outgoing headers (W3C and B3).
+/// Writes the trace context of an outgoing call into its headers (W3C and B3). `span` is the
+/// call's client span: exported when the request being served is, so the callee's span is its
+/// child; otherwise the request's own ids are passed on.
 pub fn inject_trace(span: &tracing::Span, headers: &mut poem::http::HeaderMap) {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId};
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let context = span.context();
-    opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(&context, &mut opentelemetry_http::HeaderInjector(headers))
+    let request = current_request();
+    if exporting() {
+        if let Some(request) = &request {
+            // A request that was not sampled has no server span: make the client span its
+            // child by id, so the sampler drops it too instead of starting a new trace.
+            let parent_exported = !span.context().span().span_context().is_valid();
+            if parent_exported && !request.trace.sampled {
+                let flags = TraceFlags::default();
+                let remote = SpanContext::new(
+                    TraceId::from_bytes(request.trace.trace_id),
+                    SpanId::from_bytes(request.trace.span_id),
+                    flags,
+                    true,
+                    Default::default(),
+                );
+                let _ =
+                    span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+            }
+        }
+        let context = span.context();
+        if context.span().span_context().is_valid() {
+            opentelemetry::global::get_text_map_propagator(|p| {
+                p.inject_context(&context, &mut opentelemetry_http::HeaderInjector(headers))
+            });
+            return;
+        }
+    }
+    if let Some(request) = request {
+        write_trace_headers(&request.trace, headers);
+    }
+}
+
+/// W3C `traceparent` and B3 (single and multi), as the composite propagator writes them.
+fn write_trace_headers(ids: &TraceIds, headers: &mut poem::http::HeaderMap) {
+    use poem::http::HeaderValue;
+    let trace = ids.trace_hex();
+    let span = ids.span_hex();
+    let (trace, span) = (
+        std::str::from_utf8(&trace).expect("hex"),
+        std::str::from_utf8(&span).expect("hex"),
+    );
+    let sampled = if ids.sampled { "1" } else { "0" };
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    put("traceparent", format!("00-{trace}-{span}-0{sampled}"));
+    put("b3", format!("{trace}-{span}-{sampled}"));
+    put("x-b3-traceid", trace.to_owned());
+    put("x-b3-spanid", span.to_owned());
+    put("x-b3-sampled", sampled.to_owned());
+}
+
+/// One access log line's content.
+pub struct AccessLogLine<'a> {
+    pub method: &'static str,
+    pub route: &'static str,
+    pub path: &'a str,
+    pub status: u16,
+    pub duration: std::time::Duration,
+    pub context: &'a RequestContext,
+}
+
+/// Logs a finished request: in JSON, written straight into the log buffer (the same fields a
+/// `tracing` event had, without formatting through the subscriber); in the pretty format, as a
+/// `tracing` event.
+pub fn access_log(line: &AccessLogLine<'_>) {
+    if !tracing::enabled!(target: "platform::http", tracing::Level::INFO) {
+        return;
+    }
+    let trace_id = line.context.trace.trace_hex();
+    let span_id = line.context.trace.span_hex();
+    let trace_id = std::str::from_utf8(&trace_id).expect("hex");
+    let span_id = std::str::from_utf8(&span_id).expect("hex");
+    let duration_ms = line.duration.as_secs_f64() * 1000.0;
+    if LOG_FORMAT.get() != Some(&LogFormat::Json) {
+        tracing::info!(
+            target: "platform::http",
+            method = line.method,
+            route = line.route,
+            path = line.path,
+            status = line.status,
+            duration_ms,
+            trace_id,
+            span_id,
+            request_id = %line.context.request_id,
+            "request completed"
+        );
+        return;
+    }
+    crate::log_writer::write_line(|out| {
+        use std::io::Write;
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        write_timestamp(out, std::time::SystemTime::now());
+        out.extend_from_slice(
+            b"\",\"level\":\"INFO\",\"message\":\"request completed\",\"method\":\"",
+        );
+        out.extend_from_slice(line.method.as_bytes());
+        out.extend_from_slice(b"\",\"route\":");
+        write_json_string(out, line.route);
+        out.extend_from_slice(b",\"path\":");
+        write_json_string(out, line.path);
+        let _ = write!(
+            out,
+            ",\"status\":{},\"duration_ms\":{duration_ms},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",\"target\":\"platform::http\",\"span\":{{\"request_id\":",
+            line.status
+        );
+        write_json_string(out, &line.context.request_id);
+        out.extend_from_slice(b"}}\n");
     });
+}
+
+/// RFC 3339 in UTC with microseconds, as tracing-subscriber wrote it.
+fn write_timestamp(out: &mut Vec<u8>, at: std::time::SystemTime) {
+    use std::io::Write;
+    let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    let days = i64::try_from(seconds / 86_400).unwrap_or(0);
+    let of_day = seconds % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        since_epoch.subsec_micros()
+    );
+}
+
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                use std::io::Write;
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            _ => out.extend_from_slice(&text.as_bytes()[i..i + c.len_utf8()]),
+        }
+    }
+    out.push(b'"');
+}
+
+/// JSON lines for every other event: the event's fields flattened beside `timestamp`, `level`
+/// and `target`, and, inside a request, its `trace_id`, `span_id` and `span.request_id`, so
+/// one id finds all of a request's lines.
+struct JsonLines;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        write_timestamp(&mut out, std::time::SystemTime::now());
+        out.extend_from_slice(b"\",\"level\":\"");
+        out.extend_from_slice(event.metadata().level().as_str().as_bytes());
+        out.push(b'"');
+        event.record(&mut JsonFields(&mut out));
+        out.extend_from_slice(b",\"target\":");
+        write_json_string(&mut out, event.metadata().target());
+        let _ = CURRENT_REQUEST.try_with(|request| {
+            out.extend_from_slice(b",\"trace_id\":\"");
+            out.extend_from_slice(&request.trace.trace_hex());
+            out.extend_from_slice(b"\",\"span_id\":\"");
+            out.extend_from_slice(&request.trace.span_hex());
+            out.extend_from_slice(b"\",\"span\":{\"request_id\":");
+            write_json_string(&mut out, &request.request_id);
+            out.push(b'}');
+        });
+        out.extend_from_slice(b"}\n");
+        writer.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+struct JsonFields<'a>(&'a mut Vec<u8>);
+
+impl JsonFields<'_> {
+    fn key(&mut self, field: &tracing::field::Field) {
+        self.0.push(b',');
+        write_json_string(self.0, field.name());
+        self.0.push(b':');
+    }
+}
+
+impl tracing::field::Visit for JsonFields<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.key(field);
+        write_json_string(self.0, value);
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.key(field);
+        self.0.extend_from_slice(value.to_string().as_bytes());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.key(field);
+        self.0.extend_from_slice(value.to_string().as_bytes());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.key(field);
+        self.0
+            .extend_from_slice(if value { b"true" } else { b"false" });
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.key(field);
+        if value.is_finite() {
+            self.0.extend_from_slice(value.to_string().as_bytes());
+        } else {
+            write_json_string(self.0, &value.to_string());
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.key(field);
+        write_json_string(self.0, &format!("{value:?}"));
+    }
 }
 
 #[cfg(test)]

@@ -48,9 +48,12 @@ impl Application {
     }
 }
 
-fn routes(settings: &Settings, readiness: Readiness) -> impl Endpoint + 'static {
+fn routes(
+    settings: &Settings,
+    readiness: Readiness,
+) -> impl Endpoint<Output = poem::Response> + 'static {
     let faults = Faults::new(settings.server.faults.clone());
-    let auth = ApiKeyVerifier::new(settings.api_key.clone());
+    let auth = ApiKeyVerifier::start(settings.api_keys.as_ref());
     let api = OpenApiService::new(
         (
             ZonesApi,

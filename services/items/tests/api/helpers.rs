@@ -46,10 +46,34 @@ pub struct LoggedProcess {
     pub address: String,
     log: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// Held while stdout is left unread (see `start_with_unread_stdout`); dropping it lets the
+    /// reader go on.
+    unread: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl LoggedProcess {
     pub fn start(command: &mut Command) -> Self {
+        Self::spawn(command, false)
+    }
+
+    /// Like `start`, but stdout is read only up to the "listening" line and then left unread
+    /// (the pipe stays open), as a log shipper that has stopped would leave it.
+    pub fn start_with_unread_stdout(command: &mut Command) -> Self {
+        Self::spawn(command, true)
+    }
+
+    /// The metrics address (`http://host:port`) from the "metrics listening" line.
+    pub fn metrics_address(&self) -> String {
+        self.lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|e| e["message"] == "metrics listening" && e["target"] == "platform::lifecycle")
+            .and_then(|e| e["addr"].as_str().map(|addr| format!("http://{addr}")))
+            .expect("the service logs its metrics address before its API address")
+    }
+
+    fn spawn(command: &mut Command, leave_unread: bool) -> Self {
+        let (unread, stalled) = std::sync::mpsc::channel::<()>();
         let mut child = command
             .stdout(Stdio::piped())
             .spawn()
@@ -62,10 +86,16 @@ impl LoggedProcess {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
                 // Ours, not the web framework's own "listening" lines.
-                if event["message"] == "listening" && event["target"] == "platform::lifecycle" {
-                    let _ = addr_tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
-                }
+                let listening =
+                    event["message"] == "listening" && event["target"] == "platform::lifecycle";
                 lines.lock().unwrap().push(line);
+                if listening {
+                    let _ = addr_tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
+                    if leave_unread {
+                        // Blocks until the process handle is dropped.
+                        let _ = stalled.recv();
+                    }
+                }
             }
         });
         let addr = addr_rx
@@ -76,6 +106,7 @@ impl LoggedProcess {
             address: format!("http://{addr}"),
             log,
             reader: Some(reader),
+            unread: leave_unread.then_some(unread),
         }
     }
 
@@ -100,6 +131,7 @@ impl LoggedProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        self.unread.take();
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }

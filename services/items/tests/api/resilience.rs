@@ -248,13 +248,14 @@ async fn slow_timezones_is_cut_off_at_the_request_deadline_and_gives_up_too() {
     assert_eq!(read.degraded.as_deref(), Some("timezones-unavailable"));
     assert!(took < Duration::from_millis(1000), "answered in {took:?}");
 
-    // The budget travelled in x-request-timeout-ms, so timezones abandoned the work with a
-    // 503 long before its 3 s delay would have ended.
+    // The budget travelled in x-request-timeout-ms, a little shorter than items' own, so
+    // timezones abandoned the work long before its 3 s delay would have ended: with its own
+    // 503, or, if items' clock ran out first on a busy machine, when items hung up (499).
     let timezones = app.timezones.as_ref().unwrap();
     let gave_up = timezones
         .wait_for_logged(Duration::from_secs(2), |e| {
             e["path"] == "/v1/convert"
-                && e["status"] == 503
+                && (e["status"] == 503 || e["status"] == 499)
                 && e["duration_ms"].as_f64().is_some_and(|ms| ms < 1000.0)
         })
         .await;

@@ -2,6 +2,7 @@
 
 mod convert;
 mod helpers;
+mod key_rotation;
 mod resilience;
 mod service;
 mod zones;
