@@ -326,7 +326,7 @@ runs PostgreSQL behind several replicas, where it would serve stale items, so it
 `perf` profiles of the release build (how: [load-tests/README.md](../load-tests/README.md#profiling))
 show the rest spread thinly: moving poem's nested request futures, allocation, the kernel's
 loopback TCP and wake-ups, the span and the log line. The storage step is SQLite's own work on
-the request's thread (no hand-off: see [architecture.md](architecture.md#storage)).
+the request's thread (no hand-off: see [architecture.md](architecture.md#decisions), "Storage").
 
 ## Fixed concurrency ({r['concurrency']} connections)
 

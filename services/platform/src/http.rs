@@ -163,7 +163,8 @@ impl<E: Endpoint> Platform<E> {
         }
         req.extensions_mut()
             .insert(Deadline(Instant::now() + budget));
-        match tokio::time::timeout(budget, self.handle(req, operational)).await {
+        // Boxed so that `timeout` moves a pointer, not the handler's large future.
+        match tokio::time::timeout(budget, Box::pin(self.handle(req, operational))).await {
             Ok(response) => response,
             Err(_elapsed) => deadline_exceeded(budget).into_response(),
         }
@@ -435,17 +436,61 @@ impl RouteMetrics {
 
 /// A service's routes: the OpenAPI operations, `/openapi.json` and Swagger UI at `/docs`, and
 /// the route templates of all of them for metrics and spans.
-pub fn api_routes<T, W>(api: poem_openapi::OpenApiService<T, W>) -> (poem::Route, RouteTemplates)
+pub fn api_routes<T, W>(
+    api: poem_openapi::OpenApiService<T, W>,
+) -> (impl Endpoint<Output = Response> + 'static, RouteTemplates)
 where
     T: poem_openapi::OpenApi + 'static,
     W: poem_openapi::Webhook + 'static,
 {
     let templates = RouteTemplates::from_openapi(&api.spec(), &["/openapi.json", "/docs"]);
-    let routes = poem::Route::new()
-        .at("/openapi.json", api.spec_endpoint())
-        .nest("/docs", api.swagger_ui())
-        .nest("/", api);
+    // The document is served as poem-openapi's own spec endpoint serves it; made here because
+    // that endpoint borrows the service, which the operations below take.
+    let document = api.spec();
+    let spec = poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(document.clone())
+    });
+    let docs = poem::Route::new().nest("/docs", api.swagger_ui());
+    let routes = ApiRoutes {
+        spec,
+        docs,
+        operations: poem::IntoEndpoint::into_endpoint(api),
+    };
     (routes, templates)
+}
+
+/// Sends a request to the document, Swagger UI or the operations by a plain comparison of
+/// its path: a `Route` nesting the operations at `/` would route every request twice and
+/// rewrite its URI on the way.
+struct ApiRoutes<S, D, O> {
+    spec: S,
+    docs: D,
+    operations: O,
+}
+
+impl<S, D, O> Endpoint for ApiRoutes<S, D, O>
+where
+    S: Endpoint,
+    D: Endpoint,
+    O: Endpoint,
+{
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let path = req.uri().path();
+        if path == "/openapi.json" {
+            self.spec.call(req).await.map(IntoResponse::into_response)
+        } else if path == "/docs" || path.starts_with("/docs/") {
+            self.docs.call(req).await.map(IntoResponse::into_response)
+        } else {
+            self.operations
+                .call(req)
+                .await
+                .map(IntoResponse::into_response)
+        }
+    }
 }
 
 /// Maps a request path to the route template it matched (`/v1/items/{id}`), the only path

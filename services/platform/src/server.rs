@@ -296,7 +296,6 @@ where
             }
         };
         ACCEPT_ERROR_LOGGED.store(false, Ordering::Relaxed);
-        let _ = stream.set_nodelay(true);
         let connection = Connection {
             metrics: Arc::clone(&metrics),
             app: Arc::clone(&app),
@@ -365,7 +364,9 @@ where
                     poem::Request::from((request, local.clone(), remote.clone(), Scheme::HTTP));
                 let app = Arc::clone(&app);
                 async move {
-                    let response = app.get_response(request).await;
+                    // Boxed: the whole request future is large, and hyper and the runtime
+                    // move it; a pointer moves for free (memmove was 8% of a read in `perf`).
+                    let response = Box::pin(app.get_response(request)).await;
                     drop(in_flight);
                     Ok::<_, Infallible>(hyper::Response::from(response))
                 }
@@ -429,7 +430,7 @@ impl<'a> Watchdog<'a> {
             activity,
             limits,
             sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
-            armed_for: 0,
+            armed_for: u64::MAX,
         }
     }
 }
@@ -443,7 +444,10 @@ impl Future for Watchdog<'_> {
                 Err(reason) => return Poll::Ready(reason),
                 Ok(at) => at,
             };
-            if at != self.armed_for {
+            // Only a nearer deadline re-arms the timer: a later one (the idle clock restarting
+            // after each answer) is found when the armed timer fires, so a busy connection
+            // touches the timer wheel about once per timeout, not per request.
+            if at < self.armed_for || self.armed_for <= now_ms() {
                 self.armed_for = at;
                 self.sleep.as_mut().reset(instant_of(at));
             }

@@ -560,7 +560,6 @@ pub fn access_log(line: &AccessLogLine<'_>) {
         return;
     }
     crate::log_writer::write_line(|out| {
-        use std::io::Write;
         out.extend_from_slice(b"{\"timestamp\":\"");
         write_timestamp(out, std::time::SystemTime::now());
         out.extend_from_slice(
@@ -571,21 +570,62 @@ pub fn access_log(line: &AccessLogLine<'_>) {
         write_json_string(out, line.route);
         out.extend_from_slice(b",\"path\":");
         write_json_string(out, line.path);
-        let _ = write!(
-            out,
-            ",\"status\":{},\"duration_ms\":{duration_ms},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",\"target\":\"platform::http\",\"span\":{{\"request_id\":",
-            line.status
-        );
+        out.extend_from_slice(b",\"status\":");
+        write_decimal(out, u64::from(line.status), 1);
+        out.extend_from_slice(b",\"duration_ms\":");
+        let micros = u64::try_from(line.duration.as_micros()).unwrap_or(u64::MAX);
+        write_decimal(out, micros / 1000, 1);
+        out.push(b'.');
+        write_decimal(out, micros % 1000, 3);
+        out.extend_from_slice(b",\"trace_id\":\"");
+        out.extend_from_slice(trace_id.as_bytes());
+        out.extend_from_slice(b"\",\"span_id\":\"");
+        out.extend_from_slice(span_id.as_bytes());
+        out.extend_from_slice(b"\",\"target\":\"platform::http\",\"span\":{\"request_id\":");
         write_json_string(out, &line.context.request_id);
         out.extend_from_slice(b"}}\n");
     });
 }
 
-/// RFC 3339 in UTC with microseconds, as tracing-subscriber wrote it.
+/// `value` in decimal, zero-padded to at least `width` digits, without the formatting
+/// machinery (this runs for every request).
+fn write_decimal(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while value > 0 || digits.len() - start < width {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// RFC 3339 in UTC with microseconds, as tracing-subscriber wrote it. The date and time of
+/// day are formatted once per second per thread.
 fn write_timestamp(out: &mut Vec<u8>, at: std::time::SystemTime) {
-    use std::io::Write;
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, Vec<u8>)> = const {
+            std::cell::RefCell::new((u64::MAX, Vec::new()))
+        };
+    }
     let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs();
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != seconds {
+            *cached = seconds;
+            text.clear();
+            write_date_and_time(text, seconds);
+        }
+        out.extend_from_slice(text);
+    });
+    out.push(b'.');
+    write_decimal(out, u64::from(since_epoch.subsec_micros()), 6);
+    out.push(b'Z');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix time, in UTC.
+fn write_date_and_time(out: &mut Vec<u8>, seconds: u64) {
+    use std::io::Write;
     let days = i64::try_from(seconds / 86_400).unwrap_or(0);
     let of_day = seconds % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -600,25 +640,29 @@ fn write_timestamp(out: &mut Vec<u8>, at: std::time::SystemTime) {
     let year = yoe + era * 400 + i64::from(month <= 2);
     let _ = write!(
         out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
         of_day / 3600,
         of_day / 60 % 60,
         of_day % 60,
-        since_epoch.subsec_micros()
     );
 }
 
 fn write_json_string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
-    for (i, c) in text.char_indices() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            c if (c as u32) < 0x20 => {
-                use std::io::Write;
-                let _ = write!(out, "\\u{:04x}", c as u32);
+    let needs_escape = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+    if !text.bytes().any(needs_escape) {
+        out.extend_from_slice(text.as_bytes());
+    } else {
+        for (i, c) in text.char_indices() {
+            match c {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                c if (c as u32) < 0x20 => {
+                    use std::io::Write;
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                _ => out.extend_from_slice(&text.as_bytes()[i..i + c.len_utf8()]),
             }
-            _ => out.extend_from_slice(&text.as_bytes()[i..i + c.len_utf8()]),
         }
     }
     out.push(b'"');
@@ -780,5 +824,99 @@ mod tests {
             TraceConfig::from_env(&env, "s").unwrap_err().setting,
             "OTEL_TRACES_SAMPLER"
         );
+    }
+
+    #[test]
+    fn access_log_pieces_are_formatted_by_hand_as_json_would_be() {
+        let mut out = Vec::new();
+        // 2026-11-28T13:24:53.000042Z
+        let at = std::time::UNIX_EPOCH + std::time::Duration::new(1_795_872_293, 42_000);
+        write_timestamp(&mut out, at);
+        assert_eq!(out, b"2026-11-28T13:24:53.000042Z");
+        out.clear();
+        write_timestamp(
+            &mut out,
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400),
+        );
+        assert_eq!(out, b"2000-02-29T00:00:00.000000Z");
+        out.clear();
+        write_decimal(&mut out, 0, 1);
+        write_decimal(&mut out, 7, 3);
+        write_decimal(&mut out, 1234, 3);
+        assert_eq!(out, b"00071234");
+        out.clear();
+        write_json_string(&mut out, "a\"b\\c\nd/é");
+        let parsed: String = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed, "a\"b\\c\nd/é");
+    }
+
+    #[test]
+    fn the_callers_trace_is_read_from_w3c_then_b3() {
+        let mut headers = poem::http::HeaderMap::new();
+        headers.insert(
+            "b3",
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0"
+                .parse()
+                .unwrap(),
+        );
+        let b3 = parent_from_headers(&headers).unwrap();
+        assert_eq!(b3.trace_hex(), *b"80f198ee56343ba864fe8b2a57d3eff7");
+        assert_eq!(b3.span_hex(), *b"e457b5a2e4d86bd1");
+        assert!(!b3.sampled);
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        let w3c = parent_from_headers(&headers).unwrap();
+        assert_eq!(w3c.trace_hex(), *b"4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(w3c.sampled);
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-x-y-01",
+            "00-zz",
+        ] {
+            let mut headers = poem::http::HeaderMap::new();
+            headers.insert("traceparent", bad.parse().unwrap());
+            assert_eq!(parent_from_headers(&headers), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_ratio_sampler_agrees_with_the_sdk() {
+        use opentelemetry::trace::{SpanKind, TraceId};
+        use opentelemetry_sdk::trace::ShouldSample;
+        let sdk = Sampler::TraceIdRatioBased(0.25);
+        let ours = SamplerConfig::Ratio(0.25);
+        let mut agreed = 0;
+        for _ in 0..2000 {
+            let trace_id = random_trace_id();
+            let sdk_samples = sdk
+                .should_sample(
+                    None,
+                    TraceId::from_bytes(trace_id),
+                    "s",
+                    &SpanKind::Server,
+                    &[],
+                    &[],
+                )
+                .decision
+                == opentelemetry_sdk::trace::SamplingDecision::RecordAndSample;
+            assert_eq!(ours.samples(None, trace_id), sdk_samples);
+            agreed += usize::from(sdk_samples);
+        }
+        assert!(
+            (300..700).contains(&agreed),
+            "{agreed} of 2000 sampled at 0.25"
+        );
+        let parent = TraceIds {
+            trace_id: random_trace_id(),
+            span_id: random_span_id(),
+            sampled: false,
+        };
+        let parent_based = SamplerConfig::ParentBased(Box::new(SamplerConfig::AlwaysOn));
+        assert!(!parent_based.samples(Some(parent), parent.trace_id));
+        assert!(parent_based.samples(None, parent.trace_id));
     }
 }
