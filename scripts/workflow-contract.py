@@ -3,14 +3,19 @@
 it, read from that action's own source at the pinned version (cited beside each check). Each
 check takes {file name: parsed workflow} and returns a list of problems, empty when the contract
 holds; scripts/test_workflow_contract.py proves each one fails on a broken copy.
-Usage: scripts/workflow-contract.py [WORKFLOWS_DIR]   (default .github/workflows)"""
+Usage: scripts/workflow-contract.py [WORKFLOWS_DIR]   (default .github/workflows; the Dockerfile,
+Cargo.toml, LICENSE and .zap/ some checks read come from the tree WORKFLOWS_DIR is the
+.github/workflows of, e.g. a `git archive` of another commit)"""
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import pathlib
 import re
+import shlex
 import sys
+import tomllib
 
 import yaml
 
@@ -88,7 +93,10 @@ def matrix_legs(job) -> list[dict]:
     if not isinstance(matrix, dict):
         return [{}]
     axes = {k: v for k, v in matrix.items() if k not in ("include", "exclude") and isinstance(v, list)}
-    legs = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] or [{}]
+    if not axes:
+        # Only `include`: each entry is a leg of its own.
+        return [dict(extra) for extra in matrix.get("include") or []] or [{}]
+    legs = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
     for extra in matrix.get("include") or []:
         original = {k: v for k, v in extra.items() if k in axes}
         matched = [leg for leg in legs if all(leg[k] == v for k, v in original.items())]
@@ -275,16 +283,350 @@ def check_deploy_sets_the_owner(workflows) -> list[str]:
     return problems
 
 
-CHECKS = [check_trivy_sarif, check_zap_fails_only_on_fail_rules, check_native_multiplatform_release,
+def triggers(workflow) -> dict:
+    # PyYAML reads the key `on` as True.
+    on = workflow.get("on", workflow.get(True)) or {}
+    if isinstance(on, str):
+        return {on: None}
+    if isinstance(on, list):
+        return {event: None for event in on}
+    return on
+
+
+def runs_on_main(workflow) -> bool:
+    """Whether some run of the workflow has the default branch's ref (and so writes caches
+    every other ref can restore): a schedule, or a push that can be a push to main."""
+    on = triggers(workflow)
+    if "schedule" in on:
+        return True
+    if "push" not in on:
+        return False
+    push = on["push"] or {}
+    if "branches" in push:
+        return "main" in push["branches"]
+    return "tags" not in push and "branches-ignore" not in push
+
+
+def words_of(line) -> list[str]:
+    """A shell line's words, [] for one shlex cannot split (an unbalanced quote)."""
+    try:
+        return shlex.split(line, comments=True)
+    except ValueError:
+        return []
+
+
+def cache_entries(value, leg) -> list[dict]:
+    """build-push-action's cache-from / cache-to: one `key=value,...` entry a line."""
+    entries = []
+    for line in expand(value or "", leg).splitlines():
+        if line.strip():
+            entries.append(dict(part.split("=", 1) for part in line.strip().split(",") if "=" in part))
+    return entries
+
+
+def check_deploy_concurrency_per_job(workflows) -> list[str]:
+    # GitHub's concurrency (docs.github.com, "Control the concurrency of workflows and jobs"):
+    # at most one running and one pending run per group; a newly queued one cancels the pending
+    # one. A workflow-level group is held for the whole run, so a prod job waiting for approval
+    # (environment: production) keeps the next release's dev commit pending, and a third release
+    # cancels it. Each job gets a group of its own, and none cancels a job in progress.
+    deploy = workflows["deploy.yml"]
+    problems = []
+    if "concurrency" in deploy:
+        problems.append(f"deploy.yml: workflow-level concurrency {deploy['concurrency']!r}: a prod job waiting "
+                        "for approval holds it, and the next releases' dev deploys wait behind it or are cancelled")
+    groups = {}
+    for _, j, job in jobs({"deploy.yml": deploy}):
+        concurrency = job.get("concurrency")
+        group = concurrency.get("group") if isinstance(concurrency, dict) else concurrency
+        if not group:
+            problems.append(f"deploy.yml/{j}: no concurrency group of its own: two releases' {j} jobs can overlap")
+            continue
+        if isinstance(concurrency, dict) and truthy(concurrency.get("cancel-in-progress", False)):
+            problems.append(f"deploy.yml/{j}: cancel-in-progress would stop a deploy halfway through its push")
+        groups.setdefault(str(group).lower(), []).append(j)
+    for group, members in groups.items():
+        if len(members) > 1:
+            problems.append(f"deploy.yml: jobs {members} share the concurrency group {group!r}: one group per job")
+    return problems
+
+
+def check_semgrep_tests_run(workflows) -> list[str]:
+    # semgrep v1.93.0 (the newest tag stored; we pin 1.182.0, which behaves the same:
+    # `semgrep --test .semgrep/` prints "No unit tests found" and exits 0 here)
+    # cli/src/semgrep/test.py:335-345 drops every config whose directory name starts with "."
+    # and 662-665 then prints "No unit tests found" without failing. The rules must be tested
+    # from a directory that is not hidden, and a run must fail unless "All tests passed".
+    problems = []
+    for w, j, _, s in steps(workflows):
+        run = str(s.get("run", ""))
+        tested = False
+        for line in run.replace("\\\n", " ").splitlines():
+            words = words_of(line)
+            for i in range(len(words) - 1):
+                if words[i] != "semgrep" or words[i + 1] not in ("--test", "test"):
+                    continue
+                tested = True
+                args = list(itertools.takewhile(lambda word: word not in ("|", "||", "&&", ";")
+                                                and not re.match(r"\d?>", word), words[i + 2:]))
+                targets = [word for word in args if not word.startswith("-")]
+                if not targets or any(part.startswith(".") and part not in (".", "..")
+                                      for target in targets for part in pathlib.PurePosixPath(target).parts):
+                    problems.append(f"{w}/{j}: `semgrep --test {' '.join(targets) or '(no path)'}`: semgrep skips "
+                                    "hidden directories and then passes with \"No unit tests found\"")
+        if tested and "All tests passed" not in run:
+            problems.append(f"{w}/{j}: semgrep --test is not made to fail when it ran no test "
+                            "(grep for \"All tests passed\")")
+    return problems
+
+
+def check_release_cache_filled_from_main(workflows) -> list[str]:
+    # GitHub's cache scoping (docs.github.com, "Caching dependencies to speed up workflows",
+    # restrictions for accessing a cache): a run restores caches from its own ref and the
+    # default branch only. BuildKit's type=gha cache is that cache, so a tag's build reads
+    # nothing another tag wrote. Each scope release reads must be written, mode=max (the
+    # dependency layers are in the intermediate `build` stage), by a build of the same target
+    # and platform in a workflow that runs on main; release itself writes none.
+    written = {}
+    for w, j, job, s in steps(workflows, "docker/build-push-action"):
+        if w == "release.yml" or not runs_on_main(workflows[w]):
+            continue
+        inputs = s.get("with") or {}
+        for leg in matrix_legs(job):
+            for entry in cache_entries(inputs.get("cache-to"), leg):
+                if entry.get("type") == "gha" and entry.get("mode") == "max":
+                    written[entry.get("scope", "buildkit")] = (
+                        expand(inputs.get("target", ""), leg), expand(inputs.get("platforms", ""), leg), w)
+    problems = []
+    for w, j, job, s in steps({"release.yml": workflows["release.yml"]}, "docker/build-push-action"):
+        inputs = s.get("with") or {}
+        for leg in matrix_legs(job):
+            if any(e.get("type") == "gha" for e in cache_entries(inputs.get("cache-to"), leg)):
+                problems.append(f"release.yml/{j} {leg.get('service', '')}-{leg.get('arch', '')}: writes a type=gha "
+                                "cache under the tag's ref, which no later tag can restore")
+            target, platform = expand(inputs.get("target", ""), leg), expand(inputs.get("platforms", ""), leg)
+            for entry in cache_entries(inputs.get("cache-from"), leg):
+                if entry.get("type") != "gha":
+                    continue
+                scope = entry.get("scope", "buildkit")
+                if scope not in written:
+                    problems.append(f"release.yml/{j}: reads type=gha scope {scope!r}, which no workflow on main "
+                                    "writes (mode=max): a tag restores only its own and main's caches, so it builds cold")
+                elif written[scope][:2] != (target, platform):
+                    problems.append(f"release.yml/{j}: scope {scope!r} is written by {written[scope][2]} for "
+                                    f"{written[scope][:2]}, read for {(target, platform)}")
+    return problems
+
+
+def dockerfile_stages(text) -> dict[str, str]:
+    """{stage name: its instructions, continuation lines joined}."""
+    stages, name = {}, None
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+        match = re.match(r"\s*FROM\s+\S+(?:\s+AS\s+(\S+))?", line, re.I)
+        if match:
+            name = (match.group(1) or "").lower()
+            stages[name] = ""
+        elif name is not None:
+            stages[name] += line + "\n"
+    return stages
+
+
+# The first words of each licence's text, for the licences we might name.
+LICENCE_TEXTS = {"Apache-2.0": ("Apache License", "Version 2.0, January 2004")}
+
+
+def check_image_labels_are_the_services(workflows, root=REPO) -> list[str]:
+    # docker/metadata-action v6.2.0 src/meta.ts:540-566: its `labels` output always starts with
+    # org.opencontainers.image.title, .description and .licenses from the repository (name,
+    # description, GitHub's licence detection); a `labels` input only overrides them. Given to
+    # build-push-action as `labels` (buildx --label), they replace the Dockerfile's LABELs of the
+    # same keys (BuildKit frontend/dockerfile/dockerfile2llb/convert.go sets the build's labels on
+    # the image config after every instruction), so both images would carry the repository's
+    # title and description. Each released target's
+    # stage must label its own title, and the licence the images name must be the workspace's,
+    # with its text in LICENSE.
+    problems = []
+    release = {"release.yml": workflows["release.yml"]}
+    targets = set()
+    for w, j, job, s in steps(release, "docker/build-push-action"):
+        inputs = s.get("with") or {}
+        targets |= {expand(inputs.get("target", ""), leg) for leg in matrix_legs(job)}
+        metas = {m.get("id"): m for m in job.get("steps") or [] if m.get("uses", "").startswith("docker/metadata-action@")}
+        for meta_id in re.findall(r"steps\.([A-Za-z0-9_-]+)\.outputs\.labels", str(inputs.get("labels", ""))):
+            if meta_id not in metas:
+                continue
+            custom = str((metas[meta_id].get("with") or {}).get("labels", ""))
+            missing = [k for k in ("title", "description", "licenses") if f"org.opencontainers.image.{k}=" not in custom]
+            if missing:
+                problems.append(f"{w}/{j}: labels from metadata-action step {meta_id!r}: its defaults give every image "
+                                f"the repository's {', '.join(missing)} in place of the service's own")
+    stages = dockerfile_stages((root / "Dockerfile").read_text())
+    for target in sorted(t for t in targets if t):
+        if f'org.opencontainers.image.title="meridian-{target}"' not in stages.get(target, ""):
+            problems.append(f"Dockerfile: stage {target!r} (a release target) does not label its own title meridian-{target}")
+    named = set(re.findall(r'org\.opencontainers\.image\.licenses="([^"]+)"', (root / "Dockerfile").read_text()))
+    cargo = tomllib.loads((root / "Cargo.toml").read_text()).get("workspace", {}).get("package", {}).get("license")
+    if named != {cargo}:
+        problems.append(f"Dockerfile: the images name the licence {sorted(named)}, Cargo.toml {cargo!r}")
+    licence = root / "LICENSE"
+    head = " ".join(licence.read_text().split()[:12]) if licence.is_file() else ""
+    if not licence.is_file():
+        problems.append(f"LICENSE: missing, but the images and Cargo.toml name {cargo}")
+    elif cargo in LICENCE_TEXTS and not all(words in head for words in LICENCE_TEXTS[cargo]):
+        problems.append(f"LICENSE: is not the text of {cargo}, the licence the images name")
+    return problems
+
+
+def check_sarif_upload_can_read_the_run(workflows) -> list[str]:
+    # codeql-action v4.36.2 (the newest tag stored; we pin v4.38.2) src/upload-lib.ts:637 calls
+    # api.getAnalysisKey() on every upload; src/api-client.ts:173-216 builds it from
+    # GET /repos/{owner}/{repo}/actions/runs/{run_id}, and src/upload-sarif-action.ts:142-149
+    # fails the step on its error. In a private repository the job's token reads a workflow
+    # run only with `actions: read`.
+    return [f"{w}/{j}: uploads SARIF without `actions: read`: in a private repository codeql-action "
+            "cannot read the workflow run (its analysis key) and the upload fails"
+            for w, j, job, _ in steps(workflows, "github/codeql-action/upload-sarif")
+            if permissions_of(workflows[w], job).get("actions") not in ("read", "write")]
+
+
+def zap_ignore_rows(text) -> int:
+    """The IGNORE rows as @zaproxy/actions-common-scans v1.4.0 src/action-helper.ts:32-60 reads
+    them: lines not starting with #, split on tabs, a non-empty id and IGNORE (any case)."""
+    rows = 0
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        cells = line.split("\t")
+        if cells[0].strip() and len(cells) > 1 and cells[1].strip().upper() == "IGNORE":
+            rows += 1
+    return rows
+
+
+def check_zap_rules_file_applies(workflows, root=REPO) -> list[str]:
+    # zaproxy/action-api-scan v0.10.0 index.js:45-59: the rules file's IGNORE ids are read into
+    # `plugins`, and `-c <rules_file_name>` is added to zap-api-scan.py's command only when
+    # plugins.length !== 0. A rules file without an IGNORE row is never given to ZAP, so none of
+    # its levels, FAIL included, applies.
+    problems = []
+    for w, j, _, s in steps(workflows):
+        if not s.get("uses", "").startswith("zaproxy/action-"):
+            continue
+        rules = (s.get("with") or {}).get("rules_file_name")
+        if not rules:
+            continue
+        path, where = root / str(rules), f"{w}/{j} ({s.get('name', s['uses'])})"
+        if not path.is_file():
+            problems.append(f"{where}: ZAP rules file {rules} does not exist")
+        elif zap_ignore_rows(path.read_text()) == 0:
+            problems.append(f"{where}: {rules} has no IGNORE row, so the action never passes it to ZAP (-c) "
+                            "and its FAIL rules do not apply")
+    return problems
+
+
+def check_coverage_keeps_line_data(workflows) -> list[str]:
+    # cargo-llvm-cov src/report.rs:743-744 passes --summary-only to `llvm-cov export` as
+    # -summary-only, and LLVM's lcov exporter (llvm/tools/llvm-cov/CoverageExporterLcov.cpp)
+    # then writes each file's totals only: no FN/DA records, no line data. An uploaded coverage
+    # report must be exported without it.
+    problems = []
+    for w, j, job in jobs(workflows):
+        uploaded = " ".join(str((s.get("with") or {}).get("path", "")) for s in job.get("steps") or []
+                            if s.get("uses", "").startswith("actions/upload-artifact@"))
+        for s in job.get("steps") or []:
+            for line in str(s.get("run", "")).splitlines():
+                if "cargo llvm-cov" not in line or "--summary-only" not in line:
+                    continue
+                words = words_of(line)
+                output = next((words[i + 1] for i, word in enumerate(words[:-1]) if word == "--output-path"),
+                              next((word.split("=", 1)[1] for word in words if word.startswith("--output-path=")), None))
+                if output and output in uploaded.split():
+                    problems.append(f"{w}/{j}: the uploaded {output} is exported with --summary-only: "
+                                    "file totals only, no line data")
+    return problems
+
+
+def check_scheduled_runs_own_concurrency_group(workflows) -> list[str]:
+    # A scheduled run has the default branch's ref (docs.github.com, "Events that trigger
+    # workflows": schedule, GITHUB_REF = default branch), the same as a push to main. In a
+    # group keyed on the ref alone with cancel-in-progress, each cancels the other.
+    problems = []
+    for w, workflow in workflows.items():
+        if "schedule" not in triggers(workflow):
+            continue
+        holders = [(w, workflow.get("concurrency"))] + [(f"{w}/{j}", job.get("concurrency"))
+                                                        for _, j, job in jobs({w: workflow})]
+        for where, concurrency in holders:
+            if not concurrency:
+                continue
+            group = concurrency.get("group") if isinstance(concurrency, dict) else concurrency
+            cancels = isinstance(concurrency, dict) and str(concurrency.get("cancel-in-progress", False)) != "False"
+            if cancels and not re.search(r"github\.(event_name|run_id)", str(group)):
+                problems.append(f"{where}: concurrency group {group!r} is shared by the scheduled run and a push "
+                                "to main, and cancel-in-progress makes them cancel each other: key it on github.event_name")
+    return problems
+
+
+def check_dev_commits_only_its_overlay(workflows) -> list[str]:
+    """The deploy job that pushes to main commits the dev overlay and nothing else:
+    scripts/set-owner.py also rewrites prod's overlay and Argo CD's objects in the checkout, and
+    those reach main only through the reviewed promotion pull request. (The behaviour itself is
+    run against a local repository in scripts/test_workflow_contract.py.)"""
+    problems = []
+    for _, j, job in jobs({"deploy.yml": workflows["deploy.yml"]}):
+        for s in job.get("steps") or []:
+            run = str(s.get("run", ""))
+            if "HEAD:main" not in run:
+                continue
+            added, found = [], []
+            for line in run.splitlines():
+                words = words_of(line)
+                if words[:2] == ["git", "commit"] and any(
+                        w == "--all" or re.fullmatch(r"-[A-Za-z]*a[A-Za-z]*", w) for w in words[2:]):
+                    found.append(f"deploy.yml/{j}: `{line.strip()}` commits every change in the checkout, "
+                                 "set-owner.py's rewrites of prod and Argo CD included")
+                if words[:2] == ["git", "add"]:
+                    paths = [w for w in words[2:] if not w.startswith("-")]
+                    if any(w in ("-A", "--all", "-u", "--update") for w in words[2:]) or \
+                            any(not (p + "/").startswith("k8s/overlays/dev/") for p in paths):
+                        found.append(f"deploy.yml/{j}: `{line.strip()}` stages more than the dev overlay")
+                    added += paths
+            if not added and not found:
+                found.append(f"deploy.yml/{j}: pushes to main without staging only k8s/overlays/dev")
+            problems += found
+    return problems
+
+
+def check_artifact_uploads_overwrite(workflows) -> list[str]:
+    # actions/upload-artifact v4+ (action.yml: the `overwrite` input, default false) fails when
+    # the run already holds an artifact of that name. Whether "Re-run all jobs" counts as the same
+    # run for the artifact service is the backend's decision, not the action's: the toolkit's
+    # client (packages/artifact/src/internal/client.ts) only says reruns can leave duplicates,
+    # while users report 409 conflicts on re-runs (apache/datafusion-comet#3723,
+    # NVIDIA/aicr#1928). Replacing the artifact is right either way: a re-run's output is the one
+    # to keep.
+    return [f"{w}/{j}: uploads {one_line((s.get('with') or {}).get('name'))!r} without overwrite: true, "
+            "so a re-run of the job can fail on the name it uploaded before"
+            for w, j, _, s in steps(workflows, "actions/upload-artifact")
+            if not truthy((s.get("with") or {}).get("overwrite"))]
+
+
+CHECKS = [check_artifact_uploads_overwrite, check_trivy_sarif, check_zap_fails_only_on_fail_rules, check_native_multiplatform_release,
           check_attestation_storage_record, check_action_runtimes, check_sarif_upload_skips_fork_prs,
-          check_deploy_sets_the_owner]
+          check_deploy_sets_the_owner, check_deploy_concurrency_per_job, check_semgrep_tests_run,
+          check_release_cache_filled_from_main, check_image_labels_are_the_services,
+          check_sarif_upload_can_read_the_run, check_zap_rules_file_applies, check_coverage_keeps_line_data,
+          check_scheduled_runs_own_concurrency_group, check_dev_commits_only_its_overlay]
 
 
 def main():
-    workflows = load(sys.argv[1] if len(sys.argv) > 1 else WORKFLOWS)
+    directory = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else WORKFLOWS).resolve()
+    workflows = load(directory)
+    # The files some checks read beside the workflows (Dockerfile, LICENSE, .zap/): from the
+    # tree the workflows are in when they are its .github/workflows, else this repository.
+    root = directory.parents[1] if directory.parts[-2:] == (".github", "workflows") else REPO
     failed = False
     for check in CHECKS:
-        problems = check(workflows)
+        problems = check(workflows, root=root) if "root" in inspect.signature(check).parameters else check(workflows)
         failed |= bool(problems)
         print(f"{'FAIL' if problems else 'ok  '} {check.__name__}")
         for problem in problems:
