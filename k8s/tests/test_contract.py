@@ -74,7 +74,7 @@ class EachCheckCatchesATypo(unittest.TestCase):
              "canaryService 'items-canry' does not exist"),
             (lambda d: plugin(d).update(namespace="meridian-dev"), "edits routes in namespace 'meridian-dev'"),
             (lambda d: plugin(d)["httpRoutes"].append({"name": "items-mesh2"}), "missing HTTPRoute items-mesh2"),
-            (lambda d: contract.named(d, "HTTPRoute", "items-mesh", "gateway.networking.k8s.io")["spec"]["rules"][0][
+            (lambda d: contract.named(d, "HTTPRoute", "items", "gateway.networking.k8s.io")["spec"]["rules"][0][
                 "backendRefs"][1].update(name="items-stable"), "not Rollout items's stable and canary"),
             (lambda d: rollout(d, "timezones")["spec"]["strategy"]["canary"]["analysis"]["templates"][0].update(
                 templateName="linkerd"), "missing AnalysisTemplate linkerd"),
@@ -85,8 +85,8 @@ class EachCheckCatchesATypo(unittest.TestCase):
             with self.subTest(fragment=fragment):
                 self.assertCaught(contract.check_rollouts, mutate, fragment, overlay="prod")
         self.assertCaught(contract.check_references,
-                          lambda d: contract.named(d, "HTTPRoute", "items-mesh", "gateway.networking.k8s.io")[
-                              "spec"]["parentRefs"][0].update(port=80), "attaches to a missing Service items:80",
+                          lambda d: contract.named(d, "HTTPRoute", "timezones-mesh", "gateway.networking.k8s.io")[
+                              "spec"]["parentRefs"][0].update(port=80), "attaches to a missing Service timezones:80",
                           overlay="prod")
 
     def test_a_renamed_container_port(self):
