@@ -127,25 +127,4 @@ def check_canary_analysis(docs) -> list[str]:
     return problems
 
 
-# Where a pod sends DNS queries when the cluster runs NodeLocal DNSCache: kubelet's
-# --cluster-dns points at this link-local address on the node, which no namespaceSelector
-# matches (the cache runs in the host network).
-NODE_LOCAL_DNS = "169.254.20.10/32"
-
-
-def check_dns_egress(docs) -> list[str]:
-    """Every NetworkPolicy rule that lets a pod resolve names admits both kube-system's
-    resolver and NodeLocal DNSCache's address."""
-    problems = []
-    for policy in contract.of_kind(docs, "NetworkPolicy"):
-        for rule in policy["spec"].get("egress", []):
-            if not any(port.get("port") == 53 for port in rule.get("ports", [])):
-                continue
-            cidrs = {peer["ipBlock"]["cidr"] for peer in rule.get("to", []) if "ipBlock" in peer}
-            if NODE_LOCAL_DNS not in cidrs:
-                problems.append(f"NetworkPolicy {policy['metadata']['name']}: DNS to kube-system only; "
-                                f"NodeLocal DNSCache ({NODE_LOCAL_DNS}) is refused")
-    return problems
-
-
-CHECKS = [check_namespace_annotations, check_proxy_admin_policy, check_canary_analysis, check_dns_egress]
+CHECKS = [check_namespace_annotations, check_proxy_admin_policy, check_canary_analysis]

@@ -88,13 +88,6 @@ class EachCheckCatchesItsMistake(unittest.TestCase):
             analysis_metric(docs, "success-rate")["successCondition"] = "len(result) == 0 || result[0] >= 0.99"
         self.assertCaught(mesh.check_canary_analysis(self.broken_prod(passes_empty)), "is not inconclusive")
 
-    def test_dns_to_kube_system_only_is_caught(self):
-        def kube_system_only(docs):
-            policy = contract.named(docs, "NetworkPolicy", "items")
-            for rule in policy["spec"]["egress"]:
-                rule["to"] = [peer for peer in rule["to"] if peer.get("ipBlock", {}).get("cidr") != mesh.NODE_LOCAL_DNS]
-        self.assertCaught(mesh.check_dns_egress(self.broken(kube_system_only)), "NetworkPolicy items: DNS")
-
 
 if __name__ == "__main__":
     unittest.main()
