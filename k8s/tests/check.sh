@@ -17,7 +17,7 @@ done
 # virtualenv of its own: its pinned dependencies would pull checkov back to a 2022 release.
 # Only its command is used (NCA), so the venv's python3 stays off PATH.
 NCA="$TOOLS_DIR/nca/bin/nca"
-[ "$("$NCA" --version 2>/dev/null)" = "2.1.0" ] || {
+"$NCA" --version 2>/dev/null | grep -qx 'NCA version 2.1.0' || {
   python3 -m venv "$TOOLS_DIR/nca"
   "$TOOLS_DIR/nca/bin/python" -m pip install --quiet --disable-pip-version-check network-config-analyzer==2.1.0
 }
