@@ -140,24 +140,20 @@ fn routes(
     readiness: Readiness,
 ) -> impl Endpoint<Output = poem::Response> + 'static {
     let auth = ApiKeyVerifier::start(Some(&settings.api_keys));
-    let writes = WriteGuard::new(
-        auth.clone(),
-        settings.write_rate_per_second,
-        settings.write_burst,
-    );
+    let writes = WriteGuard::new(settings.write_rate_per_second, settings.write_burst);
     let faults = Faults::new(settings.server.faults.clone());
     let api = OpenApiService::new(
         (
             ItemsApi::new(store.clone(), clock.clone(), writes),
             GreetingApi::new(settings.greeting.clone(), clock.clone()),
-            SecretApi::new(auth.clone(), settings.secret_message.clone()),
+            SecretApi::new(settings.secret_message.clone()),
             HealthApi::new(readiness, Some(Arc::new(DatabaseReachable(store.clone())))),
-            FaultApi::new(faults.clone(), auth),
+            FaultApi::new(faults.clone()),
         ),
         "meridian items",
         env!("CARGO_PKG_VERSION"),
     )
     .description("Items over SQLite or PostgreSQL, with local times from the timezones service.");
     let (routes, templates) = platform::http::api_routes(api);
-    platform::http::standard_layers(routes, &settings.server, faults, templates)
+    platform::http::standard_layers(routes, &settings.server, faults, templates, auth)
 }

@@ -8,20 +8,24 @@
 //! or the server closed the connection), so no request escapes the metrics and the log.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use http_body_util::BodyExt;
 use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use tokio::sync::Semaphore;
 
+use crate::auth::ApiKeyVerifier;
 use crate::faults::{Faults, injected_failure};
 use crate::problem::Problem;
 use crate::settings::ServerConfig;
 use crate::telemetry::{self, RequestContext, RequestTrace};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+const API_KEY_HEADER: &str = "x-api-key";
 /// The time budget left for a request, in whole milliseconds. A caller sets it so the callee
 /// gives up when the caller would no longer use the answer.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
@@ -56,6 +60,7 @@ pub fn standard_layers<E>(
     config: &ServerConfig,
     faults: Faults,
     templates: RouteTemplates,
+    api_keys: ApiKeyVerifier,
 ) -> Platform<E>
 where
     E: Endpoint + 'static,
@@ -73,6 +78,7 @@ where
             request_timeout: config.request_timeout,
             max_body_bytes: config.max_body_bytes,
             faults,
+            api_keys,
         }),
     }
 }
@@ -91,6 +97,8 @@ struct Shared {
     request_timeout: Duration,
     max_body_bytes: usize,
     faults: Faults,
+    /// For [`crate::auth::ApiKeyAuth`]'s checker, which verifies a key during extraction.
+    api_keys: ApiKeyVerifier,
 }
 
 impl<E: Endpoint> Endpoint for Platform<E> {
@@ -110,6 +118,9 @@ impl<E: Endpoint> Endpoint for Platform<E> {
         let trace = RequestTrace::start(req.headers(), method, route);
         let context = RequestContext::new(request_id.clone(), trace.ids());
         req.extensions_mut().insert(RequestId(request_id));
+        if req.headers().contains_key(API_KEY_HEADER) {
+            req.extensions_mut().insert(self.shared.api_keys.clone());
+        }
 
         let mut record = Outcome {
             shared: Arc::clone(&self.shared),
@@ -180,18 +191,24 @@ impl<E: Endpoint> Platform<E> {
                 return injected_failure().into_response();
             }
         }
-        let req = match limit_body(req, self.shared.max_body_bytes).await {
-            Ok(req) => req,
+        let mut req = req;
+        let body_limit = match limit_body(&mut req, self.shared.max_body_bytes) {
+            Ok(limit) => limit,
             Err(problem) => return problem.into_response(),
         };
-        match AssertUnwindSafe(self.inner.call(req)).catch_unwind().await {
+        let response = match AssertUnwindSafe(self.inner.call(req)).catch_unwind().await {
             Ok(Ok(response)) => response.into_response(),
             Ok(Err(err)) => Problem::from_poem_error(err).into_response(),
             Err(_panic) => {
                 tracing::error!("handler panicked");
                 Problem::internal().into_response()
             }
+        };
+        // The handler saw a failed read, which it reports as its own 400: the truth is 413.
+        if body_limit.is_some_and(|limit| limit.exceeded()) {
+            return payload_too_large(self.shared.max_body_bytes).into_response();
         }
+        response
     }
 }
 
@@ -631,35 +648,60 @@ fn is_acceptable_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Rejects bodies over the limit with 413 before a handler sees them. A declared
-/// `Content-Length` is checked up front; a chunked body is read up to the limit.
-async fn limit_body(mut req: Request, max_body_bytes: usize) -> Result<Request, Problem> {
+/// Counts a request's body against the limit, whatever its headers say: over HTTP/2 a client
+/// needs neither `Content-Length` nor `Transfer-Encoding`, so a check of the headers alone lets
+/// a body of any size through. A declared length over the limit is refused at once; any other
+/// body that may carry bytes is wrapped in a counting limit (`http_body_util::Limited`, as
+/// tower-http's `RequestBodyLimitLayer` does), read lazily by the handler after it has checked
+/// the caller's credentials. Reading past the limit fails the read and trips the returned
+/// [`BodyLimit`], which turns whatever the handler answers into 413.
+fn limit_body(req: &mut Request, max_body_bytes: usize) -> Result<Option<BodyLimit>, Problem> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than the limit of {max_body_bytes} bytes"),
-        )
-    };
-    match declared {
-        Some(length) if length > max_body_bytes as u64 => return Err(too_large()),
-        Some(_) => {}
-        None => {
-            if req.headers().contains_key(header::TRANSFER_ENCODING) {
-                let bytes = req
-                    .take_body()
-                    .into_bytes_limit(max_body_bytes)
-                    .await
-                    .map_err(|_| too_large())?;
-                req.set_body(bytes);
-            }
+    if let Some(length) = declared {
+        if length > max_body_bytes as u64 {
+            return Err(payload_too_large(max_body_bytes));
         }
+        // hyper (HTTP/1.1) and h2 (HTTP/2) refuse a body longer than its declared length.
+        return Ok(None);
     }
-    Ok(req)
+    let body: BoxBody = req.take_body().into();
+    if http_body::Body::is_end_stream(&body) {
+        req.set_body(poem::Body::from(body));
+        return Ok(None);
+    }
+    let limit = BodyLimit::default();
+    let tripped = Arc::clone(&limit.0);
+    let limited = http_body_util::Limited::new(body, max_body_bytes).map_err(move |error| {
+        if error.is::<http_body_util::LengthLimitError>() {
+            tripped.store(true, Ordering::Relaxed);
+        }
+        std::io::Error::other(error)
+    });
+    req.set_body(poem::Body::from(BoxBody::new(limited)));
+    Ok(Some(limit))
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<hyper::body::Bytes, std::io::Error>;
+
+/// Set when a request's body ran past the limit while the handler read it.
+#[derive(Default)]
+struct BodyLimit(Arc<AtomicBool>);
+
+impl BodyLimit {
+    fn exceeded(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+fn payload_too_large(max_body_bytes: usize) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is larger than the limit of {max_body_bytes} bytes"),
+    )
 }
 
 #[cfg(test)]
@@ -727,6 +769,7 @@ mod tests {
             &config,
             faults,
             RouteTemplates::new(["/answer", "/crash"]),
+            ApiKeyVerifier::start(None),
         );
         let client = TestClient::new(app);
         for (path, status) in [("/answer", 200), ("/nothing", 404), ("/crash", 500)] {

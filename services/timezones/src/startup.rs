@@ -59,7 +59,7 @@ fn routes(
             ZonesApi,
             ConvertApi,
             HealthApi::new(readiness, None),
-            FaultApi::new(faults.clone(), auth),
+            FaultApi::new(faults.clone()),
         ),
         "meridian timezones",
         env!("CARGO_PKG_VERSION"),
@@ -67,7 +67,7 @@ fn routes(
     .description("IANA time zones: list, look up, and convert instants and local times.");
     let (routes, templates) = platform::http::api_routes(api);
     let routes = routes.before(|req| async move { Ok(encode_zone_slashes(req)) });
-    platform::http::standard_layers(routes, &settings.server, faults, templates)
+    platform::http::standard_layers(routes, &settings.server, faults, templates, auth)
 }
 
 /// IANA names contain `/` (`America/New_York`) and the contract takes them in the path as they

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use platform::Env;
 use platform::auth::KeyId;
+use platform::{Env, Secret};
 use serde_json::json;
 
 use crate::helpers::{Db, Options, Timezones, expect_problem, spawn_app_with};
@@ -15,6 +15,8 @@ const OLD: &str = "rotation-old-key-0123456789";
 const NEW: &str = "rotation-new-key-9876543210";
 const CURRENT_FILE: &str = "dummy-api-key";
 const NEXT_FILE: &str = "dummy-api-key-next";
+/// The deployment secret key ids are computed under, so the test can compute them too.
+const ID_SECRET: &str = "rotation-id-secret-0123";
 /// How long a reload may take to show; the app re-reads every 50 ms here.
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -117,6 +119,7 @@ async fn a_file_mounted_key_rotates_without_a_restart_or_a_refusal() {
             ("DUMMY_API_KEY_FILE", volume.path(CURRENT_FILE)),
             ("DUMMY_API_KEY_NEXT_FILE", volume.path(NEXT_FILE)),
             ("API_KEY_RELOAD_MS", "50".to_owned()),
+            ("API_KEY_ID_SECRET", ID_SECRET.to_owned()),
         ],
     })
     .await;
@@ -164,7 +167,7 @@ async fn a_file_mounted_key_rotates_without_a_restart_or_a_refusal() {
         .await
         .unwrap();
     for key in [OLD, NEW] {
-        let label = format!("key_id=\"{}\"", KeyId::of(key));
+        let label = format!("key_id=\"{}\"", KeyId::of(key, &Secret::new(ID_SECRET)));
         let uses: f64 = metrics
             .lines()
             .find(|l| l.starts_with("api_key_requests_total{") && l.contains(&label))

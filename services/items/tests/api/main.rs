@@ -2,6 +2,7 @@
 //! process, on SQLite and on PostgreSQL.
 
 mod binary;
+mod body_limit;
 mod database_busy;
 mod filters;
 mod greeting;
