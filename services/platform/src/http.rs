@@ -33,6 +33,9 @@ pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 /// The status recorded for a request whose client went away before the answer (nginx's
 /// convention; no response is sent).
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+/// The status recorded for a request the server dropped at the end of its shutdown grace
+/// period: it could not serve it in time (no response is sent).
+pub const SERVER_ABORTED_REQUEST: u16 = 503;
 
 /// The id of the request being served, available to handlers as `Data<&RequestId>`.
 #[derive(Debug, Clone)]
@@ -287,9 +290,24 @@ impl Drop for Outcome {
     fn drop(&mut self) {
         self.shared.in_flight_gauge.decrement(1.0);
         if !self.answered {
-            self.record(CLIENT_CLOSED_REQUEST);
+            // Dropped unanswered: the client went away, unless the server gave up on it.
+            let status = if SERVER_ABORTING.load(Ordering::Relaxed) {
+                SERVER_ABORTED_REQUEST
+            } else {
+                CLIENT_CLOSED_REQUEST
+            };
+            self.record(status);
         }
     }
+}
+
+/// Set once the shutdown grace period is over and the server drops the requests still in
+/// flight: from then on an unanswered request is the server's doing, not its client's.
+static SERVER_ABORTING: AtomicBool = AtomicBool::new(false);
+
+/// Called by the server when its grace period ends with requests still in flight.
+pub(crate) fn server_aborting() {
+    SERVER_ABORTING.store(true, Ordering::Relaxed);
 }
 
 /// OWASP's baseline for an API: browsers must not guess content types or frame any response

@@ -15,6 +15,7 @@ use crate::telemetry::{LogConfig, TraceConfig};
 pub const RESERVED_DESCRIPTORS: u64 = 128;
 /// Connections the metrics port serves at once: scrapers are few.
 pub const METRICS_CONNECTIONS: usize = 16;
+const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -49,12 +50,12 @@ impl ServerConfig {
             metrics_addr: env.parse_or("METRICS_ADDR", defaults.metrics_addr)?,
             log: LogConfig::from_env(env)?,
             trace: TraceConfig::from_env(env, defaults.name)?,
-            max_body_bytes: env.parse_or("MAX_BODY_BYTES", 64 * 1024)?,
+            max_body_bytes: env.parse_or("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
             shutdown_grace: env.millis_or("SHUTDOWN_GRACE_MS", Duration::from_secs(20))?,
             drain_delay: env.millis_or("DRAIN_DELAY_MS", Duration::ZERO)?,
             request_timeout: env.millis_or("REQUEST_TIMEOUT_MS", Duration::from_secs(5))?,
             max_concurrent_requests: at_least_one(env, "MAX_CONCURRENT_REQUESTS", 512)?,
-            connections: connection_limits(env, open_file_limit())?,
+            connections: connection_limits(env, open_file_limit(), memory_limit())?,
             faults: FaultConfig::from_env(env)?,
         })
     }
@@ -78,9 +79,40 @@ fn open_file_limit() -> u64 {
     if read == 0 { limit.rlim_cur } else { 1024 }
 }
 
-fn connection_limits(env: &Env, open_file_limit: u64) -> Result<ConnectionLimits, ConfigError> {
+/// The memory the process may use: its cgroup's limit (v2 `memory.max`, or v1
+/// `memory.limit_in_bytes`), or `None` when it has none.
+fn memory_limit() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| std::fs::read_to_string(path).ok())
+    .and_then(|text| text.trim().parse::<u64>().ok())
+    // cgroup v1 reports "no limit" as a number near 2^63.
+    .filter(|bytes| *bytes < 1 << 60)
+}
+
+/// The share of the memory limit the connections' own buffers may take by default; the rest
+/// is for the requests they carry, the database and the caches.
+const CONNECTION_MEMORY_SHARE: u64 = 2;
+
+fn connection_limits(
+    env: &Env,
+    open_file_limit: u64,
+    memory_limit: Option<u64>,
+) -> Result<ConnectionLimits, ConfigError> {
     let usable = open_file_limit.saturating_sub(RESERVED_DESCRIPTORS).max(16);
-    let default_connections = usize::try_from(usable.min(100_000)).unwrap_or(100_000);
+    let max_header_bytes = env.parse_or("HTTP_MAX_HEADER_BYTES", 32 * 1024)?;
+    let max_body_bytes = env.parse_or("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
+    // As many as both the descriptors and half the memory limit allow, counting each
+    // connection's buffers at their most (`server::connection_memory`).
+    let by_memory = memory_limit.map_or(u64::MAX, |limit| {
+        (limit / CONNECTION_MEMORY_SHARE)
+            / crate::server::connection_memory(max_header_bytes, max_body_bytes)
+    });
+    let default_connections =
+        usize::try_from(usable.min(by_memory).clamp(16, 100_000)).unwrap_or(100_000);
     let max_connections = at_least_one(env, "MAX_CONNECTIONS", default_connections)?;
     if max_connections as u64 > usable {
         return Err(ConfigError::new(
@@ -91,7 +123,6 @@ fn connection_limits(env: &Env, open_file_limit: u64) -> Result<ConnectionLimits
             ),
         ));
     }
-    let max_header_bytes = env.parse_or("HTTP_MAX_HEADER_BYTES", 32 * 1024)?;
     if !(8192..=1 << 20).contains(&max_header_bytes) {
         return Err(ConfigError::new(
             "HTTP_MAX_HEADER_BYTES",
@@ -101,9 +132,16 @@ fn connection_limits(env: &Env, open_file_limit: u64) -> Result<ConnectionLimits
     let header_read_timeout =
         env.millis_or("HTTP_HEADER_READ_TIMEOUT_MS", Duration::from_secs(10))?;
     let idle_timeout = env.millis_or("HTTP_IDLE_TIMEOUT_MS", Duration::from_secs(120))?;
+    let write_timeout = env.millis_or("HTTP_WRITE_TIMEOUT_MS", Duration::from_secs(30))?;
+    let close_timeout = env.millis_or("HTTP_CLOSE_TIMEOUT_MS", Duration::from_secs(5))?;
+    let http2_keepalive_interval =
+        env.millis_or("HTTP2_KEEPALIVE_INTERVAL_MS", Duration::from_secs(20))?;
     for (name, timeout) in [
         ("HTTP_HEADER_READ_TIMEOUT_MS", header_read_timeout),
         ("HTTP_IDLE_TIMEOUT_MS", idle_timeout),
+        ("HTTP_WRITE_TIMEOUT_MS", write_timeout),
+        ("HTTP_CLOSE_TIMEOUT_MS", close_timeout),
+        ("HTTP2_KEEPALIVE_INTERVAL_MS", http2_keepalive_interval),
     ] {
         if timeout.is_zero() {
             return Err(ConfigError::new(name, "must be at least 1 ms"));
@@ -112,6 +150,9 @@ fn connection_limits(env: &Env, open_file_limit: u64) -> Result<ConnectionLimits
     Ok(ConnectionLimits {
         header_read_timeout,
         idle_timeout,
+        write_timeout,
+        close_timeout,
+        http2_keepalive_interval,
         max_header_bytes,
         max_connections,
     })
@@ -159,11 +200,26 @@ mod tests {
 
     #[test]
     fn connections_leave_descriptors_for_everything_else() {
-        let limits = connection_limits(&Env::from_pairs([]), 1024).unwrap();
+        let limits = connection_limits(&Env::from_pairs([]), 1024, None).unwrap();
         assert_eq!(limits.max_connections, 1024 - 128);
-        let tight = connection_limits(&Env::from_pairs([]), 100).unwrap();
+        let tight = connection_limits(&Env::from_pairs([]), 100, None).unwrap();
         assert_eq!(tight.max_connections, 16);
-        let err = connection_limits(&Env::from_pairs([("MAX_CONNECTIONS", "2000")]), 1024);
+        let err = connection_limits(&Env::from_pairs([("MAX_CONNECTIONS", "2000")]), 1024, None);
         assert_eq!(err.unwrap_err().setting, "MAX_CONNECTIONS");
+    }
+
+    #[test]
+    fn connections_leave_memory_for_everything_else() {
+        let mib = 1024 * 1024;
+        // A 256 MiB pod: half of it for connections of (32 + 64 + 256 + 64) KiB at most.
+        let limits = connection_limits(&Env::from_pairs([]), 1 << 20, Some(256 * mib)).unwrap();
+        assert_eq!(limits.max_connections, (128 * 1024) / (32 + 64 + 256 + 64));
+        // Bigger bodies allowed, fewer connections.
+        let env = Env::from_pairs([("MAX_BODY_BYTES", "1048576")]);
+        let fewer = connection_limits(&env, 1 << 20, Some(256 * mib)).unwrap();
+        assert!(fewer.max_connections < limits.max_connections);
+        // The descriptors still bound it when they are the scarcer.
+        let limits = connection_limits(&Env::from_pairs([]), 200, Some(1 << 40)).unwrap();
+        assert_eq!(limits.max_connections, 200 - 128);
     }
 }

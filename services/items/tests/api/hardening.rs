@@ -400,6 +400,42 @@ async fn a_head_over_the_limit_gets_431_and_one_under_it_is_served() {
         text.starts_with("HTTP/1.1 431 "),
         "a 40 KiB head gets 431: {text}"
     );
+    // hyper answered it without the service: the server counts it.
+    items
+        .wait_for_metric(
+            "http_server_requests_rejected_total",
+            &[r#"listener="api""#, r#"status="431""#],
+            Duration::from_secs(5),
+            |rejected| rejected == 1.0,
+        )
+        .await;
+
+    // A head hyper cannot parse: 400, counted the same way.
+    let mut garbled = TcpStream::connect(&items.addr).await.unwrap();
+    garbled
+        .write_all(b"GET /healthz HTTP/1.1\r\nNo colon here\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        read_until_closed(&mut garbled, &mut received),
+    )
+    .await
+    .expect("the server answers and closes within 10 s");
+    assert!(
+        received.starts_with(b"HTTP/1.1 400 "),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+    items
+        .wait_for_metric(
+            "http_server_requests_rejected_total",
+            &[r#"listener="api""#, r#"status="400""#],
+            Duration::from_secs(5),
+            |rejected| rejected == 1.0,
+        )
+        .await;
 }
 
 /// `command` run under `sh -c 'ulimit -n LIMIT && exec ...'`: the same process (its pid is the
@@ -690,4 +726,156 @@ async fn with_nobody_reading_the_log_requests_are_answered_and_lines_dropped() {
         items.process.lines().len() < 100,
         "the log really was left unread"
     );
+}
+
+/// The HTTP/2 connection preface, then an empty SETTINGS frame: a client that has said it
+/// speaks HTTP/2 and sent no request.
+const HTTP2_PREFACE: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// Reads until the server closes, bounded by 10 s; returns how long after `since` it closed
+/// and what arrived.
+async fn closed_after(stream: &mut TcpStream, since: Instant) -> (Duration, Vec<u8>) {
+    let mut received = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        read_until_closed(stream, &mut received),
+    )
+    .await
+    .expect("the server closes the connection within 10 s");
+    (since.elapsed(), received)
+}
+
+#[tokio::test]
+async fn an_http2_preface_without_a_request_is_cut_off_at_the_header_read_timeout() {
+    let items = Items::start(&[
+        ("HTTP_HEADER_READ_TIMEOUT_MS", "500"),
+        ("HTTP_IDLE_TIMEOUT_MS", "10000"),
+    ])
+    .await;
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(&items.addr).await.unwrap();
+    stream.write_all(HTTP2_PREFACE).await.unwrap();
+    let (elapsed, _) = closed_after(&mut stream, started).await;
+    eprintln!("an HTTP/2 preface and no HEADERS: closed {elapsed:?} after connecting");
+    assert!(
+        (Duration::from_millis(500) - CLOCK_GRAIN..Duration::from_secs(3)).contains(&elapsed),
+        "cut off at the 500 ms header clock, not the 10 s idle clock: {elapsed:?}"
+    );
+    items
+        .wait_for_metric(
+            "http_server_connections_closed_total",
+            &[r#"reason="header_timeout""#],
+            Duration::from_secs(5),
+            |closed| closed == 1.0,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn a_pipelined_partial_second_head_is_cut_off_at_the_header_read_timeout() {
+    let items = Items::start(&[
+        ("HTTP_HEADER_READ_TIMEOUT_MS", "500"),
+        ("HTTP_IDLE_TIMEOUT_MS", "10000"),
+    ])
+    .await;
+    let mut stream = TcpStream::connect(&items.addr).await.unwrap();
+    // One write: a whole request and the start of another that never ends.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: items\r\n\r\nGET /healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let (status, _) = read_response(&mut stream).await;
+    assert_eq!(status, 200);
+    let answered = Instant::now();
+    let (elapsed, rest) = closed_after(&mut stream, answered).await;
+    eprintln!("a pipelined partial head: closed {elapsed:?} after the first answer");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "cut off at the 500 ms header clock, not the 10 s idle clock: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_cut_off_at_the_write_timeout() {
+    let items = Items::start(&[
+        ("HTTP_WRITE_TIMEOUT_MS", "500"),
+        ("HTTP_IDLE_TIMEOUT_MS", "60000"),
+    ])
+    .await;
+    let mut stream = TcpStream::connect(&items.addr).await.unwrap();
+    // Twenty pipelined requests for Swagger UI's page (its bundle inlined: well over a
+    // megabyte each), more than the loopback's socket buffers hold; nothing is ever read.
+    let requests = "GET /docs HTTP/1.1\r\nHost: items\r\n\r\n".repeat(20);
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    items
+        .wait_for_metric(
+            "http_server_connections_closed_total",
+            &[r#"reason="write_timeout""#],
+            Duration::from_secs(10),
+            |closed| closed == 1.0,
+        )
+        .await;
+    let elapsed = started.elapsed();
+    eprintln!("a client reading nothing: closed {elapsed:?} after its requests");
+    assert!(
+        elapsed >= Duration::from_millis(500) - CLOCK_GRAIN,
+        "{elapsed:?}"
+    );
+    items
+        .wait_for_metric(
+            "http_server_connections_open",
+            &[r#"listener="api""#],
+            Duration::from_secs(5),
+            |open| open == 0.0,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn an_http2_client_that_reads_nothing_is_closed_after_the_idle_and_close_timeouts() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let items = Items::start(&[
+        ("HTTP_IDLE_TIMEOUT_MS", "500"),
+        ("HTTP_CLOSE_TIMEOUT_MS", "500"),
+        ("HTTP_WRITE_TIMEOUT_MS", "60000"),
+    ])
+    .await;
+    let stream = TcpStream::connect(&items.addr).await.unwrap();
+    // The protocol's smallest windows (hyper's client would otherwise take megabytes unread).
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get("/docs")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    // The answer's head arrives; its body is never read, so the client never opens its
+    // flow-control window and the server's stream cannot finish.
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    let elapsed = started.elapsed();
+    eprintln!("an HTTP/2 client reading nothing: closed {elapsed:?} after the answer's head");
+    assert!(ended.is_ok(), "the server ends the connection within 10 s");
+    assert!(
+        (Duration::from_millis(1000) - CLOCK_GRAIN..Duration::from_secs(4)).contains(&elapsed),
+        "idle (500 ms) then a goodbye bounded by the close timeout (500 ms): {elapsed:?}"
+    );
+    drop(response);
+    items
+        .wait_for_metric(
+            "http_server_connections_closed_total",
+            &[r#"reason="close_timeout""#],
+            Duration::from_secs(5),
+            |closed| closed == 1.0,
+        )
+        .await;
 }

@@ -179,3 +179,73 @@ async fn sigkill_during_1000_concurrent_creates_keeps_every_acknowledged_item() 
     );
     assert!(missing.is_empty(), "acknowledged items lost: {missing:?}");
 }
+
+/// A request still running when the shutdown grace period ends is dropped by the server: it is
+/// recorded as the server's doing (503), not as a client that went away (499), over HTTP/1.1 and
+/// over HTTP/2, whose streams hyper runs as tasks of their own.
+#[tokio::test]
+async fn requests_cut_at_the_end_of_the_grace_period_are_the_servers_doing() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let timezones = TimezonesProcess::start();
+    let db = TestDb::create(Db::Sqlite).await;
+    let mut items = start_items(
+        &db,
+        &timezones,
+        &[
+            ("FAULT_PATHS", "/v1/items"),
+            ("FAULT_DELAY_MS", "20000"),
+            ("REQUEST_TIMEOUT_MS", "60000"),
+            ("DRAIN_DELAY_MS", "0"),
+            ("SHUTDOWN_GRACE_MS", "500"),
+        ],
+    );
+    let base = items.address.clone();
+    let http1 = tokio::spawn(reqwest::get(format!("{base}/v1/items")));
+    let stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut http2, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/v1/items?limit=1")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let http2 = tokio::spawn(http2.send_request(request));
+    // Both are in flight (held by the injected delay) before the signal.
+    let in_flight = async {
+        loop {
+            let text = reqwest::get(format!("{}/metrics", items.metrics_address()))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text
+                .lines()
+                .any(|l| l.starts_with("http_server_requests_in_flight") && l.ends_with(" 2"))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("both requests in flight within 10 s");
+    signal(&items, "TERM");
+    let (code, lines) = items.wait_for_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(http1.await.unwrap().is_err(), "no answer over HTTP/1.1");
+    assert!(http2.await.unwrap().is_err(), "no answer over HTTP/2");
+    let cut: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(r#""route":"/v1/items""#))
+        .collect();
+    assert_eq!(cut.len(), 2, "both requests are logged: {lines:#?}");
+    for line in cut {
+        assert!(line.contains(r#""status":503"#), "{line}");
+    }
+}
