@@ -51,6 +51,9 @@ step "Container images: built from the Dockerfile and run hardened with podman"
 cargo build --release --locked --bins
 scripts/container-test.sh
 
+step "Hostile clients over HTTP/1.1 and HTTP/2 against the release binaries (scripts/hostile-clients.sh)"
+scripts/hostile-clients.sh
+
 step "What telemetry costs: throughput with telemetry off and on (figures, not a timed test)"
 BENCH_SECONDS=5 observability/bench-telemetry.sh
 
