@@ -491,6 +491,9 @@ where
     (routes, templates)
 }
 
+/// The size of the pieces a static body is sent in.
+const STATIC_PIECE: usize = 16 * 1024;
+
 /// A body made once and served by reference: the OpenAPI document, Swagger UI's page.
 struct StaticBody {
     content_type: &'static str,
@@ -509,9 +512,18 @@ impl StaticBody {
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             return Err(poem::error::MethodNotAllowedError.into());
         }
+        // In pieces that share the one buffer: hyper takes each piece only when the last found
+        // room, so a client that stops reading is seen to stop (server::WatchedBody).
+        let bytes = self.bytes.clone();
+        let pieces = (0..bytes.len()).step_by(STATIC_PIECE).map(move |at| {
+            Ok::<_, std::io::Error>(bytes.slice(at..(at + STATIC_PIECE).min(bytes.len())))
+        });
         Ok(Response::builder()
             .content_type(self.content_type)
-            .body(self.bytes.clone()))
+            .header(header::CONTENT_LENGTH, self.bytes.len())
+            .body(poem::Body::from_bytes_stream(futures_util::stream::iter(
+                pieces,
+            ))))
     }
 }
 

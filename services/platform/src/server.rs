@@ -214,6 +214,66 @@ struct Activity {
     /// HTTP/1.1: bytes read that belong to heads hyper has not handed over yet (pipelined
     /// requests), so a partial head behind a request is timed from the moment it is alone.
     pending_heads: Mutex<Vec<u8>>,
+    /// HTTP/2: where the frames begin and end in what is read, to see a header block that is
+    /// opened (HEADERS without END_HEADERS) and never finished.
+    frames: Mutex<FrameBoundaries>,
+    /// HTTP/2: whether a request has started, after which only unfinished header blocks run
+    /// the head clock.
+    served: AtomicBool,
+    /// Responses whose bodies are still being sent, and when one of them last moved: a body
+    /// the client does not let through (a full socket, or a closed HTTP/2 window) stops moving.
+    responses_open: AtomicU32,
+    response_moved_ms: AtomicU64,
+}
+
+/// Frame boundaries in an HTTP/2 connection's bytes (RFC 9113 §4.1: a 9-byte header with a
+/// 24-bit length, then the payload), after the 24-byte client preface.
+struct FrameBoundaries {
+    skip: usize,
+    header: [u8; 9],
+    have: usize,
+}
+
+impl FrameBoundaries {
+    const HEADERS: u8 = 0x1;
+    const CONTINUATION: u8 = 0x9;
+    const END_HEADERS: u8 = 0x4;
+
+    fn new() -> Self {
+        Self {
+            skip: 24,
+            header: [0; 9],
+            have: 0,
+        }
+    }
+
+    /// Follows `bytes`; returns whether a header block is left open at their end (`None`:
+    /// no header block started or ended in them).
+    fn feed(&mut self, mut bytes: &[u8]) -> Option<bool> {
+        let mut open = None;
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (9 - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have < 9 {
+                break;
+            }
+            self.have = 0;
+            let [l0, l1, l2, kind, flags, ..] = self.header;
+            self.skip = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+            if kind == Self::HEADERS || kind == Self::CONTINUATION {
+                open = Some(flags & Self::END_HEADERS == 0);
+            }
+        }
+        open
+    }
 }
 
 impl Activity {
@@ -228,6 +288,10 @@ impl Activity {
             protocol: AtomicU8::new(UNKNOWN),
             body_expected: AtomicBool::new(false),
             pending_heads: Mutex::new(Vec::new()),
+            frames: Mutex::new(FrameBoundaries::new()),
+            served: AtomicBool::new(false),
+            responses_open: AtomicU32::new(0),
+            response_moved_ms: AtomicU64::new(0),
         }
     }
 
@@ -242,6 +306,21 @@ impl Activity {
             self.protocol.store(protocol, Ordering::Relaxed);
         }
         if protocol == HTTP2 {
+            let open = self
+                .frames
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .feed(bytes);
+            if self.served.load(Ordering::Relaxed) {
+                match open {
+                    // A header block started and not finished: a head in progress.
+                    Some(true) if self.head_started_ms.load(Ordering::Relaxed) == 0 => {
+                        self.head_started_ms.store(now_ms(), Ordering::Relaxed);
+                    }
+                    Some(false) => self.head_started_ms.store(0, Ordering::Relaxed),
+                    _ => {}
+                }
+            }
             return;
         }
         let in_flight = self.in_flight.load(Ordering::Relaxed);
@@ -259,6 +338,7 @@ impl Activity {
     fn request_started(&self, body_expected: bool) {
         self.head_started_ms.store(0, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.served.store(true, Ordering::Relaxed);
         if self.protocol.load(Ordering::Relaxed) != HTTP1 {
             return;
         }
@@ -298,6 +378,20 @@ impl Activity {
         self.write_stalled_ms.store(0, Ordering::Relaxed);
     }
 
+    fn response_started(&self) {
+        self.response_moved_ms.store(now_ms(), Ordering::Relaxed);
+        self.responses_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn response_moved(&self) {
+        self.response_moved_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn response_finished(&self) {
+        self.idle_since_ms.store(now_ms(), Ordering::Relaxed);
+        self.responses_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
     fn start_closing(&self) {
         self.closing_since_ms.store(now_ms(), Ordering::Relaxed);
     }
@@ -308,10 +402,18 @@ impl Activity {
         let closing_since = self.closing_since_ms.load(Ordering::Relaxed);
         let write_stalled = self.write_stalled_ms.load(Ordering::Relaxed);
         let head_started = self.head_started_ms.load(Ordering::Relaxed);
-        let idle = self.in_flight.load(Ordering::Relaxed) == 0 && closing_since == 0;
+        let responses_open = self.responses_open.load(Ordering::Relaxed) > 0;
+        let idle =
+            self.in_flight.load(Ordering::Relaxed) == 0 && !responses_open && closing_since == 0;
+        let response_moved = if responses_open {
+            self.response_moved_ms.load(Ordering::Relaxed)
+        } else {
+            0
+        };
         let clocks = [
             (closing_since, limits.close_timeout, CloseReason::Close),
             (write_stalled, limits.write_timeout, CloseReason::Write),
+            (response_moved, limits.write_timeout, CloseReason::Write),
             (head_started, limits.header_read_timeout, CloseReason::Head),
             (
                 if idle && head_started == 0 {
@@ -347,6 +449,65 @@ struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.request_finished();
+    }
+}
+
+/// A response body that tells its connection's [`Activity`] it is being sent, and each time
+/// hyper takes a piece of it: hyper takes the next piece only when the last one found room (in
+/// the socket, or in the client's HTTP/2 window).
+struct WatchedBody<B> {
+    inner: B,
+    activity: Arc<Activity>,
+    finished: bool,
+}
+
+impl<B> WatchedBody<B> {
+    fn new(inner: B, activity: Arc<Activity>) -> Self {
+        activity.response_started();
+        Self {
+            inner,
+            activity,
+            finished: false,
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.activity.response_finished();
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for WatchedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => self.activity.response_moved(),
+            Poll::Ready(_) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for WatchedBody<B> {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -568,12 +729,15 @@ where
                 let request =
                     poem::Request::from((request, local.clone(), remote.clone(), Scheme::HTTP));
                 let app = Arc::clone(&app);
+                let activity = Arc::clone(&activity);
                 async move {
                     // Boxed: the whole request future is large, and hyper and the runtime
                     // move it; a pointer moves for free (memmove was 8% of a read in `perf`).
                     let response = Box::pin(app.get_response(request)).await;
+                    let response = hyper::Response::from(response)
+                        .map(|body| WatchedBody::new(body, activity));
                     drop(in_flight);
-                    Ok::<_, Infallible>(hyper::Response::from(response))
+                    Ok::<_, Infallible>(response)
                 }
             })
         };
@@ -785,6 +949,61 @@ mod tests {
         activity.request_finished();
         activity.bytes_read(b"more frames", &limits());
         assert_eq!(activity.head_started_ms.load(Ordering::Relaxed), 0);
+        let idle_since = activity.idle_since_ms.load(Ordering::Relaxed);
+        assert_eq!(
+            activity.next_check(&limits(), idle_since),
+            Ok(idle_since + 1000)
+        );
+    }
+
+    /// An HTTP/2 frame header: length, type, flags, stream 1.
+    fn frame(length: usize, kind: u8, flags: u8) -> Vec<u8> {
+        let mut header = vec![(length >> 16) as u8, (length >> 8) as u8, length as u8, kind, flags];
+        header.extend_from_slice(&[0, 0, 0, 1]);
+        header.extend(std::iter::repeat_n(0, length));
+        header
+    }
+
+    #[test]
+    fn an_unfinished_http2_header_block_after_the_first_request_runs_the_head_clock() {
+        let activity = Activity::new();
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend(frame(0, 0x4, 0)); // SETTINGS
+        activity.bytes_read(&bytes, &limits());
+        activity.request_started(false);
+        activity.request_finished();
+        // DATA, then HEADERS without END_HEADERS split across reads: the clock starts.
+        activity.bytes_read(&frame(100, 0x0, 0), &limits());
+        assert_eq!(activity.head_started_ms.load(Ordering::Relaxed), 0);
+        let headers = frame(20, 0x1, 0);
+        activity.bytes_read(&headers[..5], &limits());
+        assert_eq!(activity.head_started_ms.load(Ordering::Relaxed), 0);
+        activity.bytes_read(&headers[5..], &limits());
+        let started = activity.head_started_ms.load(Ordering::Relaxed);
+        assert_ne!(started, 0);
+        assert_eq!(
+            activity.next_check(&limits(), started + 100),
+            Err(CloseReason::Head)
+        );
+        // Its CONTINUATION with END_HEADERS finishes the head.
+        activity.bytes_read(&frame(10, 0x9, 0x4), &limits());
+        assert_eq!(activity.head_started_ms.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_response_that_stops_moving_has_the_write_clock() {
+        let activity = Activity::new();
+        activity.bytes_read(b"GET / HTTP/1.1\r\n\r\n", &limits());
+        activity.request_started(false);
+        activity.response_started();
+        activity.request_finished();
+        let moved = activity.response_moved_ms.load(Ordering::Relaxed);
+        assert_eq!(activity.next_check(&limits(), moved), Ok(moved + 300), "not idle");
+        assert_eq!(
+            activity.next_check(&limits(), moved + 300),
+            Err(CloseReason::Write)
+        );
+        activity.response_finished();
         let idle_since = activity.idle_since_ms.load(Ordering::Relaxed);
         assert_eq!(
             activity.next_check(&limits(), idle_since),
