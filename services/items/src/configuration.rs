@@ -18,6 +18,7 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     name: "items",
     bind_addr: SocketAddr::new(LOCALHOST, 8080),
     metrics_addr: SocketAddr::new(LOCALHOST, 9464),
+    trust_parent_sampling: false,
 };
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/items.db";
 pub const DEFAULT_TIMEZONES_URL: &str = "http://127.0.0.1:8081";

@@ -158,6 +158,10 @@ pub struct ServiceDefaults {
     pub name: &'static str,
     pub bind_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// Whether a caller's sampled flag decides this service's sampling by default
+    /// (`OTEL_TRACES_PARENT_TRUSTED`): yes for a service only meshed callers reach, no for one
+    /// behind the public edge, where any client could make every request traced.
+    pub trust_parent_sampling: bool,
 }
 
 #[cfg(test)]

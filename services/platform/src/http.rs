@@ -805,6 +805,7 @@ mod tests {
             name: "test",
             bind_addr: local,
             metrics_addr: local,
+            trust_parent_sampling: false,
         };
         let config = ServerConfig::from_env(&Env::from_pairs([]), defaults).unwrap();
         let faults = Faults::new(FaultConfig::from_env(&Env::from_pairs([])).unwrap());

@@ -958,7 +958,13 @@ mod tests {
 
     /// An HTTP/2 frame header: length, type, flags, stream 1.
     fn frame(length: usize, kind: u8, flags: u8) -> Vec<u8> {
-        let mut header = vec![(length >> 16) as u8, (length >> 8) as u8, length as u8, kind, flags];
+        let mut header = vec![
+            (length >> 16) as u8,
+            (length >> 8) as u8,
+            length as u8,
+            kind,
+            flags,
+        ];
         header.extend_from_slice(&[0, 0, 0, 1]);
         header.extend(std::iter::repeat_n(0, length));
         header
@@ -998,7 +1004,11 @@ mod tests {
         activity.response_started();
         activity.request_finished();
         let moved = activity.response_moved_ms.load(Ordering::Relaxed);
-        assert_eq!(activity.next_check(&limits(), moved), Ok(moved + 300), "not idle");
+        assert_eq!(
+            activity.next_check(&limits(), moved),
+            Ok(moved + 300),
+            "not idle"
+        );
         assert_eq!(
             activity.next_check(&limits(), moved + 300),
             Err(CloseReason::Write)

@@ -49,7 +49,7 @@ impl ServerConfig {
             bind_addr: env.parse_or("BIND_ADDR", defaults.bind_addr)?,
             metrics_addr: env.parse_or("METRICS_ADDR", defaults.metrics_addr)?,
             log: LogConfig::from_env(env)?,
-            trace: TraceConfig::from_env(env, defaults.name)?,
+            trace: TraceConfig::from_env(env, &defaults)?,
             max_body_bytes: env.parse_or("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
             shutdown_grace: env.millis_or("SHUTDOWN_GRACE_MS", Duration::from_secs(20))?,
             drain_delay: env.millis_or("DRAIN_DELAY_MS", Duration::ZERO)?,
@@ -167,6 +167,7 @@ mod tests {
             name: "test",
             bind_addr: "127.0.0.1:1".parse().unwrap(),
             metrics_addr: "127.0.0.1:2".parse().unwrap(),
+            trust_parent_sampling: false,
         }
     }
 

@@ -40,6 +40,11 @@ pub struct TraceConfig {
     /// Whether spans leave the process: an OTLP endpoint is set and the SDK is not disabled.
     pub export: bool,
     pub sampler: SamplerConfig,
+    /// Whether a caller's sampled flag is followed (`OTEL_TRACES_PARENT_TRUSTED`). When it is
+    /// not, a parent-based sampler decides a request with a caller as it would a root, by a
+    /// random draw at the ratio: neither the caller's flag nor its chosen trace id can make every
+    /// request traced.
+    pub trust_parent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +75,11 @@ impl LogConfig {
 }
 
 impl TraceConfig {
-    pub fn from_env(env: &Env, default_service_name: &str) -> Result<Self, ConfigError> {
+    pub fn from_env(
+        env: &Env,
+        defaults: &crate::config::ServiceDefaults,
+    ) -> Result<Self, ConfigError> {
+        let default_service_name = defaults.name;
         let endpoint_set = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
             || env.get("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
         let disabled = env.get("OTEL_SDK_DISABLED") == Some("true")
@@ -108,6 +117,8 @@ impl TraceConfig {
             service_name: env.string_or("OTEL_SERVICE_NAME", default_service_name),
             export: endpoint_set && !disabled,
             sampler,
+            trust_parent: env
+                .parse_or("OTEL_TRACES_PARENT_TRUSTED", defaults.trust_parent_sampling)?,
         })
     }
 }
@@ -137,11 +148,11 @@ impl TelemetryGuard {
 }
 
 /// Whether spans leave the process, and how requests are sampled; set once by [`init`].
-static TRACING: OnceLock<(bool, SamplerConfig)> = OnceLock::new();
+static TRACING: OnceLock<(bool, SamplerConfig, bool)> = OnceLock::new();
 static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 fn exporting() -> bool {
-    TRACING.get().is_some_and(|(export, _)| *export)
+    TRACING.get().is_some_and(|(export, _, _)| *export)
 }
 
 /// Installs the global log subscriber, tracer and propagators. OpenTelemetry spans are built
@@ -167,7 +178,7 @@ pub fn init(log: &LogConfig, trace: &TraceConfig) -> Result<TelemetryGuard, Conf
     let provider = provider.build();
     let tracer = provider.tracer("meridian");
     opentelemetry::global::set_text_map_propagator(propagator());
-    let _ = TRACING.set((trace.export, trace.sampler.clone()));
+    let _ = TRACING.set((trace.export, trace.sampler.clone(), trace.trust_parent));
     let _ = LOG_FORMAT.set(log.format);
 
     let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -335,7 +346,7 @@ impl SamplerConfig {
     /// The SDK's decision for a server span, made before any span exists (so an unsampled
     /// request builds none). `TraceIdRatioBased` compares the trace id's low 63 bits with the
     /// ratio, as opentelemetry_sdk 0.33 does, so both agree on every trace.
-    fn samples(&self, parent: Option<TraceIds>, trace_id: [u8; 16]) -> bool {
+    fn samples(&self, parent: Option<TraceIds>, trace_id: [u8; 16], trust_parent: bool) -> bool {
         match self {
             Self::AlwaysOn => true,
             Self::AlwaysOff => false,
@@ -345,8 +356,10 @@ impl SamplerConfig {
                 (low >> 1) < bound
             }
             Self::ParentBased(root) => match parent {
-                Some(parent) => parent.sampled,
-                None => root.samples(None, trace_id),
+                Some(parent) if trust_parent => parent.sampled,
+                // The caller chose the trace id too: draw instead of reading it.
+                Some(_) => root.samples(None, random_trace_id(), trust_parent),
+                None => root.samples(None, trace_id, trust_parent),
             },
         }
     }
@@ -395,8 +408,10 @@ impl RequestTrace {
     ) -> Self {
         let parent = parent_from_headers(headers);
         let trace_id = parent.map_or_else(random_trace_id, |p| p.trace_id);
-        let sampler = TRACING.get().map(|(_, sampler)| sampler);
-        let sampled = sampler.is_none_or(|s| s.samples(parent, trace_id));
+        let tracing_config = TRACING.get();
+        let trust_parent = tracing_config.is_none_or(|(_, _, trust)| *trust);
+        let sampled =
+            tracing_config.is_none_or(|(_, s, _)| s.samples(parent, trace_id, trust_parent));
         let ids = TraceIds {
             trace_id,
             ..TraceIds::new_span(parent, sampled)
@@ -413,7 +428,10 @@ impl RequestTrace {
             http.route = route,
             http.response.status_code = tracing::field::Empty,
         );
-        continue_trace(&span, headers);
+        match parent {
+            Some(parent) if !trust_parent => continue_untrusted(&span, parent, sampled),
+            _ => continue_trace(&span, headers),
+        }
         let ids = otel_ids(&span).unwrap_or(ids);
         Self::Exported { span, ids }
     }
@@ -460,6 +478,28 @@ fn continue_trace(span: &tracing::Span, headers: &poem::http::HeaderMap) {
         p.extract(&opentelemetry_http::HeaderExtractor(headers))
     });
     let _ = span.set_parent(parent);
+}
+
+/// Starts `span`'s trace under an untrusted caller: its trace and span ids, but this service's
+/// own sampling decision as the parent's flag, which the SDK's parent-based sampler follows.
+fn continue_untrusted(span: &tracing::Span, parent: TraceIds, sampled: bool) {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let flags = if sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    let remote = SpanContext::new(
+        TraceId::from_bytes(parent.trace_id),
+        SpanId::from_bytes(parent.span_id),
+        flags,
+        true,
+        TraceState::default(),
+    );
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
 }
 
 /// Writes the trace context of an outgoing call into its headers (W3C and B3). `span` is the
@@ -755,7 +795,7 @@ mod tests {
 
     #[test]
     fn export_is_off_without_an_endpoint() {
-        let config = TraceConfig::from_env(&Env::from_pairs([]), "svc").unwrap();
+        let config = TraceConfig::from_env(&Env::from_pairs([]), &defaults("svc")).unwrap();
         assert!(!config.export);
         assert_eq!(config.service_name, "svc");
         assert_eq!(
@@ -767,12 +807,16 @@ mod tests {
     #[test]
     fn export_follows_the_standard_variables() {
         let on = Env::from_pairs([("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]);
-        assert!(TraceConfig::from_env(&on, "svc").unwrap().export);
+        assert!(TraceConfig::from_env(&on, &defaults("svc")).unwrap().export);
         let disabled = Env::from_pairs([
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
             ("OTEL_SDK_DISABLED", "true"),
         ]);
-        assert!(!TraceConfig::from_env(&disabled, "svc").unwrap().export);
+        assert!(
+            !TraceConfig::from_env(&disabled, &defaults("svc"))
+                .unwrap()
+                .export
+        );
     }
 
     #[test]
@@ -816,12 +860,16 @@ mod tests {
     fn bad_sampler_settings_are_named() {
         let env = Env::from_pairs([("OTEL_TRACES_SAMPLER_ARG", "2")]);
         assert_eq!(
-            TraceConfig::from_env(&env, "s").unwrap_err().setting,
+            TraceConfig::from_env(&env, &defaults("s"))
+                .unwrap_err()
+                .setting,
             "OTEL_TRACES_SAMPLER_ARG"
         );
         let env = Env::from_pairs([("OTEL_TRACES_SAMPLER", "sometimes")]);
         assert_eq!(
-            TraceConfig::from_env(&env, "s").unwrap_err().setting,
+            TraceConfig::from_env(&env, &defaults("s"))
+                .unwrap_err()
+                .setting,
             "OTEL_TRACES_SAMPLER"
         );
     }
@@ -903,7 +951,7 @@ mod tests {
                 )
                 .decision
                 == opentelemetry_sdk::trace::SamplingDecision::RecordAndSample;
-            assert_eq!(ours.samples(None, trace_id), sdk_samples);
+            assert_eq!(ours.samples(None, trace_id, true), sdk_samples);
             agreed += usize::from(sdk_samples);
         }
         assert!(
@@ -916,7 +964,70 @@ mod tests {
             sampled: false,
         };
         let parent_based = SamplerConfig::ParentBased(Box::new(SamplerConfig::AlwaysOn));
-        assert!(!parent_based.samples(Some(parent), parent.trace_id));
-        assert!(parent_based.samples(None, parent.trace_id));
+        assert!(!parent_based.samples(Some(parent), parent.trace_id, true));
+        assert!(parent_based.samples(None, parent.trace_id, true));
+    }
+
+    #[test]
+    fn an_untrusted_parent_cannot_force_sampling() {
+        let ratio = SamplerConfig::ParentBased(Box::new(SamplerConfig::Ratio(0.0)));
+        let forced = TraceIds {
+            trace_id: [0; 16],
+            span_id: random_span_id(),
+            sampled: true,
+        };
+        assert!(
+            ratio.samples(Some(forced), forced.trace_id, true),
+            "trusted"
+        );
+        assert!(
+            !ratio.samples(Some(forced), forced.trace_id, false),
+            "untrusted"
+        );
+        let half = SamplerConfig::ParentBased(Box::new(SamplerConfig::Ratio(0.5)));
+        // A trace id whose low bits are all zero is sampled by any ratio: an untrusted caller's
+        // chosen id must not decide, so about half of 2000 such requests are sampled.
+        let sampled = (0..2000)
+            .filter(|_| half.samples(Some(forced), forced.trace_id, false))
+            .count();
+        assert!((800..1200).contains(&sampled), "{sampled} of 2000 at 0.5");
+    }
+
+    #[test]
+    fn parent_trust_follows_the_service_default_and_the_setting() {
+        let mut trusting = defaults("svc");
+        trusting.trust_parent_sampling = true;
+        let empty = Env::from_pairs([]);
+        assert!(
+            TraceConfig::from_env(&empty, &trusting)
+                .unwrap()
+                .trust_parent
+        );
+        assert!(
+            !TraceConfig::from_env(&empty, &defaults("svc"))
+                .unwrap()
+                .trust_parent
+        );
+        let on = Env::from_pairs([("OTEL_TRACES_PARENT_TRUSTED", "true")]);
+        assert!(
+            TraceConfig::from_env(&on, &defaults("svc"))
+                .unwrap()
+                .trust_parent
+        );
+        let bad = Env::from_pairs([("OTEL_TRACES_PARENT_TRUSTED", "maybe")]);
+        assert_eq!(
+            TraceConfig::from_env(&bad, &trusting).unwrap_err().setting,
+            "OTEL_TRACES_PARENT_TRUSTED"
+        );
+    }
+
+    fn defaults(name: &'static str) -> crate::config::ServiceDefaults {
+        let local = "127.0.0.1:0".parse().unwrap();
+        crate::config::ServiceDefaults {
+            name,
+            bind_addr: local,
+            metrics_addr: local,
+            trust_parent_sampling: false,
+        }
     }
 }

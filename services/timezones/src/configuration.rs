@@ -12,6 +12,7 @@ pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
     name: "timezones",
     bind_addr: SocketAddr::new(LOCALHOST, 8081),
     metrics_addr: SocketAddr::new(LOCALHOST, 9465),
+    trust_parent_sampling: true,
 };
 
 #[derive(Debug, Clone)]
