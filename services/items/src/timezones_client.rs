@@ -4,6 +4,7 @@
 //! unavailable.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -45,7 +46,13 @@ pub enum TimezonesError {
     UnknownZone(String),
     /// No usable answer: connection refused, timeout, 5xx, or a malformed body.
     #[error("timezones service unavailable: {reason}")]
-    Unavailable { reason: String, retryable: bool },
+    Unavailable {
+        reason: String,
+        retryable: bool,
+        /// The caller's own deadline, shorter than the call timeout, ran out: a fact about the
+        /// caller, which the circuit breaker does not count against timezones.
+        callers_deadline: bool,
+    },
     /// Recent calls failed; not calling until the cool-down passes.
     #[error("timezones circuit is open")]
     CircuitOpen,
@@ -56,6 +63,15 @@ impl TimezonesError {
         Self::Unavailable {
             reason: reason.to_string(),
             retryable,
+            callers_deadline: false,
+        }
+    }
+
+    fn callers_deadline(reason: impl std::fmt::Display) -> Self {
+        Self::Unavailable {
+            reason: reason.to_string(),
+            retryable: false,
+            callers_deadline: true,
         }
     }
 
@@ -84,26 +100,78 @@ type Breaker = StateMachine<ConsecutiveFailures<Constant>, CircuitMetrics>;
 
 const UPSTREAM: &str = "timezones";
 
-/// Publishes the breaker's state as `upstream_circuit_state` (0 closed, 1 half-open, 2 open)
-/// and counts the calls it refuses.
-struct CircuitMetrics;
+const CLOSED: u8 = 0;
+const HALF_OPEN: u8 = 1;
+const OPEN: u8 = 2;
+
+/// Publishes the breaker's state as `upstream_circuit_state` (0 closed, 1 half-open, 2 open),
+/// counts the calls it refuses, and keeps the state where [`TrialGate`] can read it.
+struct CircuitMetrics {
+    state: Arc<AtomicU8>,
+}
+
+impl CircuitMetrics {
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        metrics::gauge!("upstream_circuit_state", "upstream" => UPSTREAM).set(f64::from(state));
+    }
+}
+
+fn count_rejection() {
+    metrics::counter!("upstream_circuit_rejections_total", "upstream" => UPSTREAM).increment(1);
+}
 
 impl failsafe::Instrument for CircuitMetrics {
     fn on_call_rejected(&self) {
-        metrics::counter!("upstream_circuit_rejections_total", "upstream" => UPSTREAM).increment(1);
+        count_rejection();
     }
 
     fn on_open(&self) {
         tracing::warn!(upstream = UPSTREAM, "circuit opened");
-        metrics::gauge!("upstream_circuit_state", "upstream" => UPSTREAM).set(2.0);
+        self.set(OPEN);
     }
 
     fn on_half_open(&self) {
-        metrics::gauge!("upstream_circuit_state", "upstream" => UPSTREAM).set(1.0);
+        self.set(HALF_OPEN);
     }
 
     fn on_closed(&self) {
-        metrics::gauge!("upstream_circuit_state", "upstream" => UPSTREAM).set(0.0);
+        self.set(CLOSED);
+    }
+}
+
+/// One trial call at a time while the circuit is not closed. failsafe 1.3's `HalfOpen` permits
+/// every call until one reports back (`StateMachine::is_call_permitted`), so after a cool-down
+/// the whole backlog would hit a timezones that may still be down.
+#[derive(Default)]
+struct TrialGate {
+    state: Arc<AtomicU8>,
+    trial_out: AtomicBool,
+}
+
+/// The trial slot, given back when the trial call ends, however it ends (a caller's deadline
+/// drops the call's future too).
+struct Trial<'a>(&'a AtomicBool);
+
+impl Drop for Trial<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl TrialGate {
+    /// `Ok(None)` while closed; `Ok(Some(trial))` for the one call let through otherwise.
+    /// A permitted call that still reads `OPEN` is the one whose permission moved the breaker
+    /// to half-open, before failsafe told the instrument.
+    fn enter(&self) -> Result<Option<Trial<'_>>, TimezonesError> {
+        if self.state.load(Ordering::Acquire) == CLOSED {
+            return Ok(None);
+        }
+        if self.trial_out.swap(true, Ordering::AcqRel) {
+            count_rejection();
+            return Err(TimezonesError::CircuitOpen);
+        }
+        Ok(Some(Trial(&self.trial_out)))
     }
 }
 
@@ -113,12 +181,14 @@ pub struct TimezonesClient {
     convert_url: Url,
     config: ClientConfig,
     breaker: Breaker,
+    trial_gate: Arc<TrialGate>,
     /// Retries may add at most 20% to the calls made (plus a floor of 10 a second), so they
     /// never multiply load on a struggling timezones. tower's budget is the Finagle/Linkerd one.
     retry_budget: Arc<TpsBudget>,
 }
 
 const UNKNOWN_ZONE_PROBLEM: &str = "urn:meridian:problem:unknown-zone";
+const DEADLINE_EXCEEDED_PROBLEM: &str = "urn:meridian:problem:deadline-exceeded";
 
 #[derive(Deserialize)]
 struct ProblemType {
@@ -169,17 +239,21 @@ impl TimezonesClient {
             .base_url
             .join("v1/convert")
             .expect("joining a relative path onto an http(s) URL cannot fail");
+        let trial_gate = Arc::new(TrialGate::default());
         let breaker = failsafe::Config::new()
             .failure_policy(failsafe::failure_policy::consecutive_failures(
                 config.failure_threshold,
                 failsafe::backoff::constant(config.cooldown),
             ))
-            .instrument(CircuitMetrics)
+            .instrument(CircuitMetrics {
+                state: trial_gate.state.clone(),
+            })
             .build();
         Ok(Self {
             http,
             convert_url,
             breaker,
+            trial_gate,
             retry_budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
             config,
         })
@@ -197,6 +271,7 @@ impl TimezonesClient {
         if !self.breaker.is_call_permitted() {
             return Err(TimezonesError::CircuitOpen);
         }
+        let _trial = self.trial_gate.enter()?;
         self.retry_budget.deposit();
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(20))
@@ -214,6 +289,10 @@ impl TimezonesClient {
             .await;
         match &result {
             Ok(_) | Err(TimezonesError::UnknownZone(_)) => self.breaker.on_success(),
+            Err(TimezonesError::Unavailable {
+                callers_deadline: true,
+                ..
+            }) => {}
             Err(_) => self.breaker.on_error(),
         }
         result
@@ -230,10 +309,12 @@ impl TimezonesClient {
             .saturating_duration_since(tokio::time::Instant::now())
             .saturating_sub(FALLBACK_RESERVE);
         let timeout = left.min(self.config.request_timeout);
+        // Whether a timeout here would be the caller's budget running out rather than
+        // timezones being slow.
+        let callers_budget_binds = left < self.config.request_timeout;
         if timeout.is_zero() {
-            return Err(TimezonesError::unavailable(
+            return Err(TimezonesError::callers_deadline(
                 "no time left before the deadline",
-                false,
             ));
         }
         let mut query: Vec<(&str, String)> = Vec::with_capacity(instants.len() + 1);
@@ -291,7 +372,13 @@ impl TimezonesClient {
                 span.record("otel.status_code", "ERROR");
             }
         }
-        let response = sent.map_err(|e| TimezonesError::unavailable(&e, e.is_connect()))?;
+        let response = sent.map_err(|e| {
+            if e.is_timeout() && callers_budget_binds {
+                TimezonesError::callers_deadline(&e)
+            } else {
+                TimezonesError::unavailable(&e, e.is_connect())
+            }
+        })?;
         match response.status() {
             StatusCode::OK => {}
             // Only the service's own "unknown zone" problem means the zone is bad; any other 404
@@ -303,6 +390,16 @@ impl TimezonesClient {
                         TimezonesError::UnknownZone(zone.as_str().to_owned())
                     }
                     _ => TimezonesError::unavailable("status 404 Not Found", false),
+                });
+            }
+            // timezones gave up at the budget items passed on: the caller's deadline again.
+            StatusCode::SERVICE_UNAVAILABLE if callers_budget_binds => {
+                let problem: Option<ProblemType> = response.json().await.ok();
+                return Err(match problem {
+                    Some(p) if p.problem_type == DEADLINE_EXCEEDED_PROBLEM => {
+                        TimezonesError::callers_deadline("status 503: deadline exceeded")
+                    }
+                    _ => TimezonesError::unavailable("status 503 Service Unavailable", true),
                 });
             }
             status @ (StatusCode::BAD_GATEWAY

@@ -513,3 +513,100 @@ async fn retries_can_be_switched_off_for_the_mesh() {
     let timezones = app.timezones.as_ref().unwrap();
     assert_eq!(timezones.requests_to("/v1/convert").await, 1);
 }
+
+#[tokio::test]
+async fn a_callers_short_budget_does_not_open_the_circuit_for_everyone() {
+    // timezones answers after 200 ms: a caller's 60 ms budget runs out during the call, its
+    // 1 ms budget before it; neither is timezones failing.
+    let app = spawn_app_with(Options {
+        timezones: Timezones::Started(env(&[
+            ("FAULT_DELAY_MS", "200"),
+            ("FAULT_PATHS", "/v1/convert"),
+        ])),
+        env: env(&[
+            ("CIRCUIT_FAILURE_THRESHOLD", "5"),
+            ("CIRCUIT_COOLDOWN_MS", "60000"),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    for budget in ["1", "60"] {
+        for _ in 0..6 {
+            let (short, _) = sample(
+                "greeting",
+                app.client
+                    .get(app.url("/v1/greeting?tz=UTC"))
+                    .header("x-request-timeout-ms", budget),
+            )
+            .await;
+            assert_ne!(
+                short.degraded.as_deref(),
+                Some("timezones-circuit-open"),
+                "a {budget} ms budget opened the circuit"
+            );
+        }
+    }
+    let (normal, _) = sample("greeting", app.client.get(app.url("/v1/greeting?tz=UTC"))).await;
+    assert_eq!(normal.status, 200);
+    assert_eq!(
+        normal.degraded, None,
+        "a caller with the normal budget is answered by timezones"
+    );
+}
+
+#[tokio::test]
+async fn the_half_open_circuit_lets_one_trial_call_through() {
+    let addr = closed_port().to_string();
+    let app = spawn_app_with(Options {
+        timezones: Timezones::At(format!("http://{addr}")),
+        env: env(&[
+            ("CIRCUIT_FAILURE_THRESHOLD", "2"),
+            ("CIRCUIT_COOLDOWN_MS", "300"),
+            ("TIMEZONES_RETRIES", "0"),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..2 {
+        let (failed, _) = sample("greeting", app.client.get(app.url("/v1/greeting?tz=UTC"))).await;
+        assert_eq!(failed.degraded.as_deref(), Some("timezones-unavailable"));
+    }
+    let (open, _) = sample("greeting", app.client.get(app.url("/v1/greeting?tz=UTC"))).await;
+    assert_eq!(open.degraded.as_deref(), Some("timezones-circuit-open"));
+
+    // timezones is back, slow enough that the trial call is still out while the others come.
+    let timezones = TimezonesProcess::start_with(
+        &addr,
+        &env(&[("FAULT_DELAY_MS", "500"), ("FAULT_PATHS", "/v1/convert")]),
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let trial = tokio::spawn(sample(
+        "greeting",
+        app.client.get(app.url("/v1/greeting?tz=UTC")),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let others: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(sample(
+                "greeting",
+                app.client.get(app.url("/v1/greeting?tz=UTC")),
+            ))
+        })
+        .collect();
+    for other in others {
+        let (other, _) = other.await.unwrap();
+        assert_eq!(
+            other.degraded.as_deref(),
+            Some("timezones-circuit-open"),
+            "only the trial call goes through while the circuit is half-open"
+        );
+    }
+    let (trial, _) = trial.await.unwrap();
+    assert_eq!(trial.degraded, None, "the trial call was answered");
+    assert_eq!(timezones.requests_to("/v1/convert").await, 1);
+    let (closed, _) = sample("greeting", app.client.get(app.url("/v1/greeting?tz=UTC"))).await;
+    assert_eq!(
+        closed.degraded, None,
+        "the trial's success closed the circuit"
+    );
+}
