@@ -54,6 +54,8 @@ default_key=local-dev-api-key-change-me
 # services refuse a secret given both ways. (items' own DATABASE_URL default is ./data.)
 [ -n "${DUMMY_API_KEY_FILE:-}" ] || export DUMMY_API_KEY=${DUMMY_API_KEY:-$default_key}
 [ -n "${SECRET_MESSAGE_FILE:-}" ] || export SECRET_MESSAGE=${SECRET_MESSAGE:-this is the local secret message}
+# One id secret for both processes, so both name a key by the same id (docs/security.md#key-ids).
+[ -n "${API_KEY_ID_SECRET_FILE:-}" ] || export API_KEY_ID_SECRET=${API_KEY_ID_SECRET:-local-key-id-secret-change-me}
 export LOG_FORMAT=${LOG_FORMAT:-pretty}
 
 

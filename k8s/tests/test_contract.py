@@ -268,6 +268,14 @@ class TheBinariesServeWhatTheManifestsSay(unittest.TestCase):
         self.assertIn("(dev)", json.dumps(greeting), "GREETING from the dev ConfigMap")
         self.assertIn('"source": "timezones"', json.dumps(greeting), "items → timezones hop")
 
+    def test_key_ids_come_from_the_deployments_secret(self):
+        # Without API_KEY_ID_SECRET each replica draws its own and names one key differently.
+        for service, log in zip(["timezones", "items"], self.logs):
+            with self.subTest(service=service):
+                text = pathlib.Path(log.name).read_text()
+                self.assertIn("API keys loaded", text)
+                self.assertNotIn("API_KEY_ID_SECRET is not set", text)
+
     def test_the_public_route_covers_the_whole_api(self):
         status, body = get(f"http://127.0.0.1:{self.ports['items']['http']}/openapi.json")
         self.assertEqual(status, 200)

@@ -157,6 +157,9 @@ pub struct ApiKeySettings {
     next: Option<Source>,
     reload_every: Duration,
     id_secret: Secret,
+    /// The id secret was drawn at random, for want of `API_KEY_ID_SECRET`: said in the log once
+    /// the service logs (settings are read before the subscriber exists).
+    id_secret_drawn: bool,
     failures_per_minute: u32,
     /// The keys as read at start, so the service starts with exactly what was checked.
     initial: KeySet,
@@ -207,15 +210,11 @@ impl ApiKeySettings {
         if reload_every.is_zero() {
             return Err(ConfigError::new(RELOAD_MS, "must be at least 1"));
         }
-        let id_secret = match env.optional_secret("API_KEY_ID_SECRET")? {
+        let configured_id_secret = env.optional_secret("API_KEY_ID_SECRET")?;
+        let id_secret_drawn = configured_id_secret.is_none();
+        let id_secret = match configured_id_secret {
             Some(secret) => checked(ID_SECRET, secret)?,
             None => {
-                // Ids are then this process's own: fine for one process, confusing across
-                // replicas, whose logs would name one key differently.
-                tracing::warn!(
-                    "{ID_SECRET} is not set: API key ids are random per process; set it to \
-                     the same secret in every replica to get the same ids everywhere"
-                );
                 let mut random = [0u8; 32];
                 fastrand::fill(&mut random);
                 Secret::new(
@@ -237,6 +236,7 @@ impl ApiKeySettings {
             next,
             reload_every,
             id_secret,
+            id_secret_drawn,
             failures_per_minute,
             initial,
         }))
@@ -440,6 +440,14 @@ impl ApiKeyVerifier {
                 failures,
             };
         };
+        if settings.id_secret_drawn {
+            // Ids are then this process's own: fine for one process, confusing across
+            // replicas, whose logs would name one key differently.
+            tracing::warn!(
+                "{ID_SECRET} is not set: API key ids are random per process; set it to the \
+                 same secret in every replica to get the same ids everywhere"
+            );
+        }
         tracing::info!(
             key_ids = %settings.initial.describe(),
             reload_ms = settings.reload_every.as_millis() as u64,
