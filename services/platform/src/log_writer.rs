@@ -8,8 +8,9 @@
 //! Never blocking: when the buffer holds more than [`HIGH_WATER`] bytes (stdout is not being
 //! read fast enough), new lines are dropped and counted ([`dropped_lines`], exported as
 //! `log_lines_dropped_total`); a request never waits on the log. A line waits at most
-//! [`FLUSH_EVERY`] before it is written; [`LogWriterGuard`] writes what is left when the
-//! process stops.
+//! [`FLUSH_EVERY`] before it is written, less when the buffer passes [`LOW_WATER`];
+//! [`LogWriterGuard`] writes what is left when the process stops, waiting at most
+//! [`SHUTDOWN_FLUSH_LIMIT`] for a stdout that takes nothing.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -21,6 +22,12 @@ use std::time::Duration;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(25);
 /// Above this, lines are dropped instead of growing the buffer.
 pub const HIGH_WATER: usize = 1 << 20;
+/// Past this the writer is woken at once rather than at its timer, so that a burst is written
+/// while there is still room for the next one, instead of being dropped at [`HIGH_WATER`].
+pub const LOW_WATER: usize = HIGH_WATER / 4;
+/// How long the process waits at exit for what is buffered to reach stdout; a stdout nobody
+/// reads must not keep a stopping process alive.
+pub const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 static DROPPED_LINES: AtomicU64 = AtomicU64::new(0);
 
@@ -53,6 +60,8 @@ pub fn write_line(format: impl FnOnce(&mut Vec<u8>)) {
 struct State {
     pending: Vec<u8>,
     stopping: bool,
+    /// The writer thread has written its last batch and is returning.
+    finished: bool,
 }
 
 #[derive(Default)]
@@ -90,12 +99,23 @@ pub fn batched<W: Write + Send + 'static>(sink: W) -> (BatchedWriter, LogWriterG
 }
 
 fn batched_unregistered<W: Write + Send + 'static>(sink: W) -> (BatchedWriter, LogWriterGuard) {
+    batched_with_timer(sink, FLUSH_EVERY)
+}
+
+fn batched_with_timer<W: Write + Send + 'static>(
+    sink: W,
+    flush_every: Duration,
+) -> (BatchedWriter, LogWriterGuard) {
     let shared = Arc::new(Shared::default());
     let thread = std::thread::Builder::new()
         .name("log-writer".into())
         .spawn({
             let shared = shared.clone();
-            move || write_until_stopped(&shared, sink)
+            move || {
+                write_until_stopped(&shared, sink, flush_every);
+                shared.lock().finished = true;
+                shared.changed.notify_all();
+            }
         })
         .expect("the log writer thread starts");
     (
@@ -109,15 +129,15 @@ fn batched_unregistered<W: Write + Send + 'static>(sink: W) -> (BatchedWriter, L
     )
 }
 
-fn write_until_stopped<W: Write>(shared: &Shared, mut sink: W) {
+fn write_until_stopped<W: Write>(shared: &Shared, mut sink: W, flush_every: Duration) {
     let mut batch = Vec::new();
     loop {
         let stopping = {
             let state = shared.lock();
             let (mut state, _) = shared
                 .changed
-                .wait_timeout_while(state, FLUSH_EVERY, |s| {
-                    !s.stopping && s.pending.len() < HIGH_WATER
+                .wait_timeout_while(state, flush_every, |s| {
+                    !s.stopping && s.pending.len() < LOW_WATER
                 })
                 .unwrap_or_else(|e| e.into_inner());
             std::mem::swap(&mut batch, &mut state.pending);
@@ -146,7 +166,12 @@ impl BatchedWriter {
             self.shared.changed.notify_all();
             return;
         }
+        let below = state.pending.len() < LOW_WATER;
         state.pending.extend_from_slice(lines);
+        if below && state.pending.len() >= LOW_WATER {
+            drop(state);
+            self.shared.changed.notify_all();
+        }
     }
 }
 
@@ -173,7 +198,16 @@ impl Drop for LogWriterGuard {
     fn drop(&mut self) {
         self.shared.lock().stopping = true;
         self.shared.changed.notify_all();
-        if let Some(thread) = self.thread.take() {
+        let (state, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(self.shared.lock(), SHUTDOWN_FLUSH_LIMIT, |s| !s.finished)
+            .unwrap_or_else(|e| e.into_inner());
+        let finished = state.finished;
+        drop(state);
+        if let Some(thread) = self.thread.take()
+            && finished
+        {
             let _ = thread.join();
         }
     }
@@ -255,6 +289,43 @@ mod tests {
             (3072 - dropped) * 1024,
             "kept lines are written whole"
         );
+    }
+
+    #[test]
+    fn a_burst_wakes_the_writer_before_the_timer() {
+        // A timer that never fires in the test: only the low-water mark can wake the writer.
+        let sink = Sink::default();
+        let (mut writer, _guard) = batched_with_timer(sink.clone(), Duration::from_secs(3600));
+        let line = [[b'x'; 1023].as_slice(), b"\n"].concat();
+        for _ in 0..=LOW_WATER / line.len() {
+            writer.write_all(&line).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sink.0.lock().unwrap().len() <= LOW_WATER && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            sink.0.lock().unwrap().len() > LOW_WATER,
+            "a buffer past the low-water mark is written without waiting for the timer"
+        );
+    }
+
+    #[test]
+    fn shutdown_gives_up_on_a_stuck_stdout() {
+        let sink = StuckSink::default();
+        let (mut writer, guard) = batched_unregistered(sink.clone());
+        writer.write_all(b"never written\n").unwrap();
+        std::thread::sleep(FLUSH_EVERY * 2);
+        let started = std::time::Instant::now();
+        drop(guard);
+        let waited = started.elapsed();
+        assert!(
+            waited < SHUTDOWN_FLUSH_LIMIT + Duration::from_secs(2),
+            "the process stops although stdout takes nothing: waited {waited:?}"
+        );
+        let (open, changed) = &*sink.open;
+        *open.lock().unwrap() = true;
+        changed.notify_all();
     }
 
     #[test]

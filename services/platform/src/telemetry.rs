@@ -572,6 +572,22 @@ pub struct AccessLogLine<'a> {
     pub context: &'a RequestContext,
 }
 
+/// The most of a request's path an access log line holds: a head may be up to
+/// `HTTP_MAX_HEADER_BYTES`, and a client must not make every line it causes that long.
+pub const MAX_LOGGED_PATH: usize = 1024;
+
+/// `path` cut to [`MAX_LOGGED_PATH`] bytes at a character boundary, and whether it was cut.
+fn loggable_path(path: &str) -> (&str, bool) {
+    if path.len() <= MAX_LOGGED_PATH {
+        return (path, false);
+    }
+    let mut end = MAX_LOGGED_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&path[..end], true)
+}
+
 /// Logs a finished request: in JSON, written straight into the log buffer (the same fields a
 /// `tracing` event had, without formatting through the subscriber); in the pretty format, as a
 /// `tracing` event.
@@ -584,12 +600,14 @@ pub fn access_log(line: &AccessLogLine<'_>) {
     let trace_id = std::str::from_utf8(&trace_id).expect("hex");
     let span_id = std::str::from_utf8(&span_id).expect("hex");
     let duration_ms = line.duration.as_secs_f64() * 1000.0;
+    let (path, path_truncated) = loggable_path(line.path);
     if LOG_FORMAT.get() != Some(&LogFormat::Json) {
         tracing::info!(
             target: "platform::http",
             method = line.method,
             route = line.route,
-            path = line.path,
+            path,
+            path_truncated,
             status = line.status,
             duration_ms,
             trace_id,
@@ -609,7 +627,10 @@ pub fn access_log(line: &AccessLogLine<'_>) {
         out.extend_from_slice(b"\",\"route\":");
         write_json_string(out, line.route);
         out.extend_from_slice(b",\"path\":");
-        write_json_string(out, line.path);
+        write_json_string(out, path);
+        if path_truncated {
+            out.extend_from_slice(b",\"path_truncated\":true");
+        }
         out.extend_from_slice(b",\"status\":");
         write_decimal(out, u64::from(line.status), 1);
         out.extend_from_slice(b",\"duration_ms\":");
@@ -896,6 +917,19 @@ mod tests {
         write_json_string(&mut out, "a\"b\\c\nd/é");
         let parsed: String = serde_json::from_slice(&out).unwrap();
         assert_eq!(parsed, "a\"b\\c\nd/é");
+    }
+
+    #[test]
+    fn a_logged_path_is_cut_at_a_character_boundary() {
+        assert_eq!(loggable_path("/v1/items"), ("/v1/items", false));
+        let long = format!("/{}", "é".repeat(MAX_LOGGED_PATH));
+        let (cut, truncated) = loggable_path(&long);
+        assert!(truncated);
+        assert_eq!(
+            cut.len(),
+            MAX_LOGGED_PATH - 1,
+            "'/' then 511 two-byte characters"
+        );
     }
 
     #[test]

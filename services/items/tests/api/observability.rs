@@ -348,3 +348,35 @@ async fn b3_trace_context_is_accepted() {
     assert_eq!(hex(&span.trace_id), trace_id);
     assert_eq!(hex(&span.parent_span_id), "a2fb4a1d1a96d312");
 }
+
+#[tokio::test]
+async fn a_long_path_is_logged_truncated() {
+    // 20 KB of path fits the 32 KiB head limit: the log line holds a bounded part of it.
+    let timezones = TimezonesProcess::start();
+    let long = "a".repeat(20_000);
+    let response = reqwest::get(format!("{}/v1/timezones/{long}", timezones.url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let logged = timezones
+        .wait_for_logged(Duration::from_secs(5), |e| {
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/v1/timezones/aaaa"))
+        })
+        .await;
+    assert!(logged, "the request was logged");
+    let bounded = timezones
+        .wait_for_logged(Duration::from_secs(1), |e| {
+            e["path"].as_str().is_some_and(|p| {
+                p.starts_with("/v1/timezones/aaaa")
+                    && p.len() <= 1024
+                    && e["path_truncated"] == true
+            })
+        })
+        .await;
+    assert!(
+        bounded,
+        "the logged path is cut to at most 1 KiB and marked so"
+    );
+}
