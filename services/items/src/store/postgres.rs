@@ -8,6 +8,10 @@
 //!   best plan for a rare name differs from the one for a common name.
 //! - The pool's size is capped by what the server accepts, and a request waits for a
 //!   connection at most the acquire timeout (shorter than its deadline), then gets 503.
+//! - The pool's connections have `statement_timeout` set to the request's deadline: a request
+//!   that runs out of time drops its query's future, but PostgreSQL would go on running (or
+//!   waiting on a lock) and keep the connection busy; this way the server cancels it itself.
+//!   Migrations run on a connection of their own without it: an index build takes longer.
 //! - Each write is one statement (data-modifying CTEs where there is more than one table), so
 //!   an item and its idempotency key change together in one round trip. `item_tags` follows
 //!   `items` by a trigger (migrations/postgres), whoever writes: the previous release's pods
@@ -28,6 +32,9 @@ use crate::domain::{IdempotencyKey, ItemFields, Precondition};
 /// Taken while migrating, so replicas starting together apply the migrations once. Advisory
 /// locks belong to one database, so a constant key is enough.
 const MIGRATION_LOCK: i64 = 0x6d65_7269_6469_616e;
+/// SQLSTATE of a statement cancelled, here by `statement_timeout`: the database was too busy
+/// for the request's deadline, so 503 like a full pool.
+const QUERY_CANCELED: &str = "57014";
 /// How often a replica asks again for the migration lock while another one migrates.
 const MIGRATION_LOCK_RETRY: Duration = Duration::from_millis(100);
 
@@ -51,11 +58,12 @@ impl PostgresStore {
         let options = options.log_statements(tracing::log::LevelFilter::Off);
         let pool_size = pool_size(&options, config).await?;
         migrate(&options).await?;
+        let statement_timeout = format!("{}ms", config.request_timeout.as_millis().max(1));
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(config.acquire_timeout)
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.options([("statement_timeout", statement_timeout)]))
             .await?;
         Ok(Self {
             pool,
@@ -464,6 +472,9 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(Box::new(e))
+            }
+            sqlx::Error::Database(ref db) if db.code().as_deref() == Some(QUERY_CANCELED) => {
                 StoreError::Unavailable(Box::new(e))
             }
             e => StoreError::Database(Box::new(e)),

@@ -8,35 +8,44 @@ use reqwest::Method;
 use serde_json::json;
 use sqlx::Connection;
 
-use crate::helpers::{Db, Options, expect_problem, spawn_app_with};
+use crate::helpers::{Db, Options, TestApp, expect_problem, spawn_app_with};
 
 fn settings(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
-/// PostgreSQL with a pool of one: while that connection waits on a lock another client holds,
-/// the next request cannot get a connection and is answered 503 after the acquire timeout.
-#[tokio::test]
-async fn a_saturated_postgres_pool_answers_503_before_the_deadline() {
+/// The app on PostgreSQL with these settings, the path of an item it made, and a connection
+/// holding (in an open transaction) a lock on `items` that every query of the app waits for.
+async fn postgres_item_behind_a_lock(
+    pairs: &[(&'static str, &str)],
+) -> (TestApp, String, sqlx::PgConnection) {
     let app = spawn_app_with(Options {
         db: Db::Postgres,
-        env: settings(&[
-            ("DATABASE_MAX_CONNECTIONS", "1"),
-            ("DATABASE_ACQUIRE_TIMEOUT_MS", "300"),
-            ("REQUEST_TIMEOUT_MS", "3000"),
-        ]),
+        env: settings(pairs),
         ..Options::default()
     })
     .await;
     let item = app.create(json!({"name": "locked away"})).await;
     let path = format!("/v1/items/{}", item["id"].as_str().unwrap());
-
     let mut locker = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
     sqlx::query("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
         .execute(&mut locker)
         .await
         .unwrap();
+    (app, path, locker)
+}
+
+/// PostgreSQL with a pool of one: while that connection waits on a lock another client holds,
+/// the next request cannot get a connection and is answered 503 after the acquire timeout.
+#[tokio::test]
+async fn a_saturated_postgres_pool_answers_503_before_the_deadline() {
+    let (app, path, mut locker) = postgres_item_behind_a_lock(&[
+        ("DATABASE_MAX_CONNECTIONS", "1"),
+        ("DATABASE_ACQUIRE_TIMEOUT_MS", "300"),
+        ("REQUEST_TIMEOUT_MS", "3000"),
+    ])
+    .await;
     // The first read takes the pool's only connection and waits on the lock...
     let blocked = tokio::spawn(app.client.get(app.url(&path)).send());
     let mut observer = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
@@ -126,5 +135,52 @@ async fn a_locked_sqlite_file_answers_writes_503_and_recovers() {
         names,
         ["before the lock", "after the lock"],
         "the refused write left nothing"
+    );
+}
+
+/// A query the request gave up on must not go on holding a pool connection: PostgreSQL
+/// cancels it itself (`statement_timeout`, at most the request's deadline). Here the read
+/// waits on a lock the test holds and never lets go of until the end.
+#[tokio::test]
+async fn postgres_cancels_a_query_whose_request_ran_out_of_time() {
+    let (app, path, mut locker) = postgres_item_behind_a_lock(&[
+        ("REQUEST_TIMEOUT_MS", "400"),
+        ("DATABASE_ACQUIRE_TIMEOUT_MS", "200"),
+    ])
+    .await;
+
+    let response = app.get(&path).await;
+    let status = response.status().as_u16();
+    assert!(matches!(status, 503 | 504), "answered {status}");
+    expect_problem(response, status).await;
+
+    // The lock is still held, so a read still waiting now would wait for ever; PostgreSQL
+    // cancels it within moments of the deadline (the bound only keeps a failure short).
+    let mut observer = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    let answered = Instant::now();
+    let still_waiting = loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE state = 'active' AND query LIKE '%FROM items WHERE id%' \
+             AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+        if waiting == 0 || answered.elapsed() > Duration::from_secs(5) {
+            break waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        still_waiting, 0,
+        "the abandoned read still runs in PostgreSQL 5 s after its request's deadline"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    assert_eq!(
+        app.get(&path).await.status(),
+        200,
+        "the connection is usable"
     );
 }
