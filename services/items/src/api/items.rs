@@ -271,6 +271,13 @@ impl ItemsApi {
     }
 
     /// List items in creation order, a page at a time.
+    ///
+    /// Pages follow item ids, which are taken when a create starts. On PostgreSQL two creates
+    /// running at once can be committed out of order: an item whose create commits after a
+    /// page past its id was read is not on the pages that follow that cursor (a new walk
+    /// from the start has it). A create commits within `REQUEST_TIMEOUT_MS` (5 s by default)
+    /// of taking its id, so items older than that when a page is read are never missed. On
+    /// SQLite ids are taken in commit order and a walk misses nothing.
     #[oai(path = "/items", method = "get")]
     #[allow(clippy::too_many_arguments)] // poem-openapi takes each query parameter as one
     async fn list_items(
