@@ -229,6 +229,12 @@ impl ItemsApi {
     /// `Idempotent-Replayed: true`) without creating another item; the same key with a
     /// different body is 422. Concurrent requests with one key create one item: the later
     /// ones wait for the first and answer its item.
+    ///
+    /// An `Idempotency-Key` is scoped to the deployment: one namespace for every client and
+    /// every API key. A retry sent with the next API key during a key rotation replays the
+    /// answer to the one sent with the current key. Clients sharing a deployment must make
+    /// their keys unique (a UUID per logical request), since another client's key with the
+    /// same value is the same key.
     #[oai(path = "/items", method = "post")]
     async fn create_item(
         &self,
