@@ -387,11 +387,19 @@ impl PostgresStore {
         Err(StoreError::Conflict)
     }
 
+    /// Not a request, so not held to a request's `statement_timeout`: a purge after a pause
+    /// (or one waiting on a lock) may take longer, and cancelling it each minute would let
+    /// the table grow. One minute is the time between purges.
     pub async fn purge_expired_keys(&self) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL statement_timeout = '1min'")
+            .execute(&mut *tx)
+            .await?;
         let purged = sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= $1")
             .bind(now_micros() - self.ttl_micros)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(purged.rows_affected())
     }
 
