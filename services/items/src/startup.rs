@@ -47,6 +47,7 @@ impl Application {
             max_connections: settings.database_max_connections,
             acquire_timeout: settings.database_acquire_timeout,
             idempotency_ttl: settings.idempotency_key_ttl,
+            request_timeout: settings.server.request_timeout,
         })
         .await
         .map_err(StartupError::Database)?;

@@ -229,6 +229,12 @@ impl ItemsApi {
     /// `Idempotent-Replayed: true`) without creating another item; the same key with a
     /// different body is 422. Concurrent requests with one key create one item: the later
     /// ones wait for the first and answer its item.
+    ///
+    /// An `Idempotency-Key` is scoped to the deployment: one namespace for every client and
+    /// every API key. A retry sent with the next API key during a key rotation replays the
+    /// answer to the one sent with the current key. Clients sharing a deployment must make
+    /// their keys unique (a UUID per logical request), since another client's key with the
+    /// same value is the same key.
     #[oai(path = "/items", method = "post")]
     async fn create_item(
         &self,
@@ -271,6 +277,13 @@ impl ItemsApi {
     }
 
     /// List items in creation order, a page at a time.
+    ///
+    /// Pages follow item ids, which are taken when a create starts. On PostgreSQL two creates
+    /// running at once can be committed out of order: an item whose create commits after a
+    /// page past its id was read is not on the pages that follow that cursor (a new walk
+    /// from the start has it). A create commits within `REQUEST_TIMEOUT_MS` (5 s by default)
+    /// of taking its id, so items older than that when a page is read are never missed. On
+    /// SQLite ids are taken in commit order and a walk misses nothing.
     #[oai(path = "/items", method = "get")]
     #[allow(clippy::too_many_arguments)] // poem-openapi takes each query parameter as one
     async fn list_items(

@@ -58,6 +58,8 @@ async fn main() -> std::process::ExitCode {
         max_connections: 2,
         acquire_timeout: Duration::from_secs(30),
         idempotency_ttl: Duration::from_secs(86_400),
+        // No request waits on seeding; a batch may take long on a busy database.
+        request_timeout: Duration::from_secs(600),
     };
     let store = match Store::connect(&config).await {
         Ok(store) => store,

@@ -116,6 +116,8 @@ pub struct StoreConfig {
     pub acquire_timeout: Duration,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,
+    /// The request's deadline (`REQUEST_TIMEOUT_MS`): no statement outlives it.
+    pub request_timeout: Duration,
 }
 
 #[derive(Clone)]

@@ -8,8 +8,14 @@
 //!   best plan for a rare name differs from the one for a common name.
 //! - The pool's size is capped by what the server accepts, and a request waits for a
 //!   connection at most the acquire timeout (shorter than its deadline), then gets 503.
-//! - Each write is one statement (data-modifying CTEs), so items, their tags and idempotency
-//!   keys change together in one round trip.
+//! - The pool's connections have `statement_timeout` set to the request's deadline: a request
+//!   that runs out of time drops its query's future, but PostgreSQL would go on running (or
+//!   waiting on a lock) and keep the connection busy; this way the server cancels it itself.
+//!   Migrations run on a connection of their own without it: an index build takes longer.
+//! - Each write is one statement (data-modifying CTEs where there is more than one table), so
+//!   an item and its idempotency key change together in one round trip. `item_tags` follows
+//!   `items` by a trigger (migrations/postgres), whoever writes: the previous release's pods
+//!   during a canary too.
 
 use std::time::Duration;
 
@@ -19,12 +25,18 @@ use uuid::Uuid;
 
 use super::{
     Created, Item, ItemRow, ListQuery, Page, SCAN_BUDGET, StoreConfig, StoreError, WRITE_ATTEMPTS,
-    fingerprint, join_tags, name_pattern, new_item, now_micros, replayed_item, tag_list,
-    uses_trigram_index,
+    fingerprint, join_tags, name_pattern, new_item, now_micros, replayed_item, uses_trigram_index,
 };
 use crate::domain::{IdempotencyKey, ItemFields, Precondition};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// Taken while migrating, so replicas starting together apply the migrations once. Advisory
+/// locks belong to one database, so a constant key is enough.
+const MIGRATION_LOCK: i64 = 0x6d65_7269_6469_616e;
+/// SQLSTATE of a statement cancelled, here by `statement_timeout`: the database was too busy
+/// for the request's deadline, so 503 like a full pool.
+const QUERY_CANCELED: &str = "57014";
+/// How often a replica asks again for the migration lock while another one migrates.
+const MIGRATION_LOCK_RETRY: Duration = Duration::from_millis(100);
 
 type RowTuple = (String, String, Option<String>, String, i64, i64, i64);
 
@@ -35,8 +47,7 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects and applies the migrations; the migrator holds an advisory lock, so replicas
-    /// starting together apply them once.
+    /// Connects and applies the migrations (see `migrate`).
     pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
         let options: PgConnectOptions = config
             .url
@@ -46,16 +57,14 @@ impl PostgresStore {
         // still logged as warnings.
         let options = options.log_statements(tracing::log::LevelFilter::Off);
         let pool_size = pool_size(&options, config).await?;
+        migrate(&options).await?;
+        let statement_timeout = format!("{}ms", config.request_timeout.as_millis().max(1));
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(config.acquire_timeout)
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.options([("statement_timeout", statement_timeout)]))
             .await?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Database(Box::new(e)))?;
         Ok(Self {
             pool,
             ttl_micros: i64::try_from(config.idempotency_ttl.as_micros()).unwrap_or(i64::MAX),
@@ -102,9 +111,7 @@ impl PostgresStore {
                     VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING RETURNING key), \
                  item AS ( \
                     INSERT INTO items (id, name, description, tags, version, created_at, updated_at) \
-                    SELECT $3, $5, $6, $7, 1, $4, $4 WHERE EXISTS (SELECT 1 FROM key) RETURNING id), \
-                 tagged AS ( \
-                    INSERT INTO item_tags (tag, item_id) SELECT unnest($8::text[]), id FROM item) \
+                    SELECT $3, $5, $6, $7, 1, $4, $4 WHERE EXISTS (SELECT 1 FROM key)) \
                  SELECT count(*) FROM key",
             )
             .bind(key.as_str())
@@ -114,7 +121,6 @@ impl PostgresStore {
             .bind(fields.name.as_str())
             .bind(fields.description.as_ref().map(|d| d.as_str()))
             .bind(join_tags(&fields.tags))
-            .bind(tag_list(&fields.tags))
             .fetch_one(&self.pool)
             .await?;
             if inserted == 1 {
@@ -155,17 +161,14 @@ impl PostgresStore {
         let id = Uuid::now_v7();
         let now = now_micros();
         sqlx::query(
-            "WITH item AS ( \
-                INSERT INTO items (id, name, description, tags, version, created_at, updated_at) \
-                VALUES ($1, $2, $3, $4, 1, $5, $5) RETURNING id) \
-             INSERT INTO item_tags (tag, item_id) SELECT unnest($6::text[]), id FROM item",
+            "INSERT INTO items (id, name, description, tags, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 1, $5, $5)",
         )
         .bind(id.to_string())
         .bind(fields.name.as_str())
         .bind(fields.description.as_ref().map(|d| d.as_str()))
         .bind(join_tags(&fields.tags))
         .bind(now)
-        .bind(tag_list(&fields.tags))
         .execute(&self.pool)
         .await?;
         new_item(id, fields, now)
@@ -181,12 +184,6 @@ impl PostgresStore {
             .map(|f| f.description.as_ref().map(|d| d.as_str()))
             .collect();
         let tags: Vec<String> = batch.iter().map(|f| join_tags(&f.tags)).collect();
-        let (tag_ids, tag_values): (Vec<&str>, Vec<&str>) = batch
-            .iter()
-            .zip(&ids)
-            .flat_map(|(f, id)| f.tags.iter().map(move |t| (id.as_str(), t.as_str())))
-            .unzip();
-        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO items (id, name, description, tags, version, created_at, updated_at) \
              SELECT id, name, description, tags, 1, $5, $5 \
@@ -198,16 +195,8 @@ impl PostgresStore {
         .bind(&descriptions)
         .bind(&tags)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        sqlx::query(
-            "INSERT INTO item_tags (tag, item_id) SELECT * FROM unnest($1::text[], $2::text[])",
-        )
-        .bind(&tag_values)
-        .bind(&tag_ids)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
         Ok(batch.len())
     }
 
@@ -353,21 +342,10 @@ impl PostgresStore {
                 return Err(StoreError::PreconditionFailed);
             }
             let fields = change(&current.fields);
-            let (old, new) = (tag_list(&current.fields.tags), tag_list(&fields.tags));
-            let removed: Vec<&String> = old.iter().filter(|t| !new.contains(t)).collect();
-            let added: Vec<&String> = new.iter().filter(|t| !old.contains(t)).collect();
             let now = now_micros();
-            let updated: i64 = sqlx::query_scalar(
-                "WITH updated AS ( \
-                    UPDATE items SET name = $1, description = $2, tags = $3, \
-                    version = version + 1, updated_at = $4 \
-                    WHERE id = $5 AND version = $6 RETURNING id), \
-                 untagged AS ( \
-                    DELETE FROM item_tags t USING updated \
-                    WHERE t.item_id = updated.id AND t.tag = ANY($7::text[])), \
-                 tagged AS ( \
-                    INSERT INTO item_tags (tag, item_id) SELECT unnest($8::text[]), id FROM updated) \
-                 SELECT count(*) FROM updated",
+            let updated = sqlx::query(
+                "UPDATE items SET name = $1, description = $2, tags = $3, \
+                 version = version + 1, updated_at = $4 WHERE id = $5 AND version = $6",
             )
             .bind(fields.name.as_str())
             .bind(fields.description.as_ref().map(|d| d.as_str()))
@@ -375,10 +353,9 @@ impl PostgresStore {
             .bind(now)
             .bind(id.to_string())
             .bind(current.version)
-            .bind(&removed)
-            .bind(&added)
-            .fetch_one(&self.pool)
-            .await?;
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
             if updated == 1 {
                 return Ok(Item {
                     fields,
@@ -397,19 +374,12 @@ impl PostgresStore {
             if !precondition.allows(current.version) {
                 return Err(StoreError::PreconditionFailed);
             }
-            let deleted: i64 = sqlx::query_scalar(
-                "WITH gone AS ( \
-                    DELETE FROM items WHERE id = $1 AND version = $2 RETURNING id), \
-                 untagged AS ( \
-                    DELETE FROM item_tags t USING gone \
-                    WHERE t.item_id = gone.id AND t.tag = ANY($3::text[])) \
-                 SELECT count(*) FROM gone",
-            )
-            .bind(id.to_string())
-            .bind(current.version)
-            .bind(tag_list(&current.fields.tags))
-            .fetch_one(&self.pool)
-            .await?;
+            let deleted = sqlx::query("DELETE FROM items WHERE id = $1 AND version = $2")
+                .bind(id.to_string())
+                .bind(current.version)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
             if deleted == 1 {
                 return Ok(());
             }
@@ -417,17 +387,48 @@ impl PostgresStore {
         Err(StoreError::Conflict)
     }
 
+    /// Not a request, so not held to a request's `statement_timeout`: a purge after a pause
+    /// (or one waiting on a lock) may take longer, and cancelling it each minute would let
+    /// the table grow. One minute is the time between purges.
     pub async fn purge_expired_keys(&self) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL statement_timeout = '1min'")
+            .execute(&mut *tx)
+            .await?;
         let purged = sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= $1")
             .bind(now_micros() - self.ttl_micros)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(purged.rows_affected())
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Applies the migrations under an advisory lock, asked for with `pg_try_advisory_lock` and
+/// retried, not waited for in `pg_advisory_lock` as sqlx's migrator does: a session blocked in
+/// that call holds a snapshot, and `CREATE INDEX CONCURRENTLY` (a migration) waits for every
+/// older snapshot, so the replica building the index and one waiting for its lock deadlock and
+/// PostgreSQL aborts the build. Between tries a waiting replica holds no snapshot. The lock
+/// is on its own connection and goes with it, whatever a migration does.
+async fn migrate(options: &PgConnectOptions) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let mut migrator = sqlx::migrate!("./migrations/postgres");
+    migrator.set_locking(false);
+    let mut conn = sqlx::PgConnection::connect_with(options).await?;
+    while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .fetch_one(&mut conn)
+        .await?
+    {
+        tokio::time::sleep(MIGRATION_LOCK_RETRY).await;
+    }
+    let migrated = migrator.run(&mut conn).await;
+    let _ = conn.close().await;
+    migrated.map_err(|e| StoreError::Database(Box::new(e)))
 }
 
 /// The pool's size: as configured, but never more than the connections the server accepts
@@ -479,6 +480,9 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(Box::new(e))
+            }
+            sqlx::Error::Database(ref db) if db.code().as_deref() == Some(QUERY_CANCELED) => {
                 StoreError::Unavailable(Box::new(e))
             }
             e => StoreError::Database(Box::new(e)),

@@ -8,56 +8,71 @@ use reqwest::Method;
 use serde_json::json;
 use sqlx::Connection;
 
-use crate::helpers::{Db, Options, expect_problem, spawn_app_with};
+use crate::helpers::{Db, Options, TestApp, expect_problem, spawn_app_with};
 
 fn settings(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
 }
 
-/// PostgreSQL with a pool of one: while that connection waits on a lock another client holds,
-/// the next request cannot get a connection and is answered 503 after the acquire timeout.
-#[tokio::test]
-async fn a_saturated_postgres_pool_answers_503_before_the_deadline() {
+/// The app on PostgreSQL with these settings, the path of an item it made, and a connection
+/// holding (in an open transaction) a lock on `items` that every query of the app waits for.
+async fn postgres_item_behind_a_lock(
+    pairs: &[(&'static str, &str)],
+) -> (TestApp, String, sqlx::PgConnection) {
     let app = spawn_app_with(Options {
         db: Db::Postgres,
-        env: settings(&[
-            ("DATABASE_MAX_CONNECTIONS", "1"),
-            ("DATABASE_ACQUIRE_TIMEOUT_MS", "300"),
-            ("REQUEST_TIMEOUT_MS", "3000"),
-        ]),
+        env: settings(pairs),
         ..Options::default()
     })
     .await;
     let item = app.create(json!({"name": "locked away"})).await;
     let path = format!("/v1/items/{}", item["id"].as_str().unwrap());
-
     let mut locker = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
     sqlx::query("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
         .execute(&mut locker)
         .await
         .unwrap();
-    // The first read takes the pool's only connection and waits on the lock...
-    let blocked = tokio::spawn(app.client.get(app.url(&path)).send());
-    let mut observer = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
-    let waiting_started = Instant::now();
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE wait_event_type = 'Lock' AND query LIKE '%FROM items WHERE id%'",
-        )
-        .fetch_one(&mut observer)
-        .await
-        .unwrap();
-        if waiting == 1 {
-            break;
-        }
+    (app, path, locker)
+}
+
+/// How many of the app's statements matching `query_like` wait on a lock now.
+async fn waiting_on_a_lock(observer: &mut sqlx::PgConnection, query_like: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(query_like)
+    .fetch_one(observer)
+    .await
+    .unwrap()
+}
+
+async fn wait_until_one_waits_on_a_lock(observer: &mut sqlx::PgConnection, query_like: &str) {
+    let started = Instant::now();
+    while waiting_on_a_lock(observer, query_like).await != 1 {
         assert!(
-            waiting_started.elapsed() < Duration::from_secs(5),
-            "the first read never reached the lock"
+            started.elapsed() < Duration::from_secs(5),
+            "{query_like} never reached the lock"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// PostgreSQL with a pool of one: while that connection waits on a lock another client holds,
+/// the next request cannot get a connection and is answered 503 after the acquire timeout.
+#[tokio::test]
+async fn a_saturated_postgres_pool_answers_503_before_the_deadline() {
+    let (app, path, mut locker) = postgres_item_behind_a_lock(&[
+        ("DATABASE_MAX_CONNECTIONS", "1"),
+        ("DATABASE_ACQUIRE_TIMEOUT_MS", "300"),
+        ("REQUEST_TIMEOUT_MS", "3000"),
+    ])
+    .await;
+    // The first read takes the pool's only connection and waits on the lock...
+    let blocked = tokio::spawn(app.client.get(app.url(&path)).send());
+    let mut observer = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    wait_until_one_waits_on_a_lock(&mut observer, "%FROM items WHERE id%").await;
     // ...so the second waits for a connection, and is told to come back.
     let started = Instant::now();
     let response = app.get(&path).await;
@@ -127,4 +142,121 @@ async fn a_locked_sqlite_file_answers_writes_503_and_recovers() {
         ["before the lock", "after the lock"],
         "the refused write left nothing"
     );
+}
+
+/// A query the request gave up on must not go on holding a pool connection: PostgreSQL
+/// cancels it itself (`statement_timeout`, at most the request's deadline). Here the read
+/// waits on a lock the test holds and never lets go of until the end.
+#[tokio::test]
+async fn postgres_cancels_a_query_whose_request_ran_out_of_time() {
+    let (app, path, mut locker) = postgres_item_behind_a_lock(&[
+        ("REQUEST_TIMEOUT_MS", "400"),
+        ("DATABASE_ACQUIRE_TIMEOUT_MS", "200"),
+    ])
+    .await;
+
+    let response = app.get(&path).await;
+    let status = response.status().as_u16();
+    assert!(matches!(status, 503 | 504), "answered {status}");
+    expect_problem(response, status).await;
+
+    // The lock is still held, so a read still waiting now would wait for ever; PostgreSQL
+    // cancels it within moments of the deadline (the bound only keeps a failure short).
+    let mut observer = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    let answered = Instant::now();
+    let still_waiting = loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE state = 'active' AND query LIKE '%FROM items WHERE id%' \
+             AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+        if waiting == 0 || answered.elapsed() > Duration::from_secs(5) {
+            break waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        still_waiting, 0,
+        "the abandoned read still runs in PostgreSQL 5 s after its request's deadline"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    assert_eq!(
+        app.get(&path).await.status(),
+        200,
+        "the connection is usable"
+    );
+}
+
+/// The purge of expired idempotency keys is no request: `statement_timeout`, set to the
+/// request deadline for requests, must not cancel it when it has to wait (here on rows the
+/// test locks while the app starts, which is when the first purge runs).
+#[tokio::test]
+async fn postgres_purges_expired_keys_that_take_longer_than_a_request() {
+    let fast_requests = || {
+        settings(&[
+            ("REQUEST_TIMEOUT_MS", "300"),
+            ("DATABASE_ACQUIRE_TIMEOUT_MS", "100"),
+        ])
+    };
+    let app = spawn_app_with(Options {
+        db: Db::Postgres,
+        env: fast_requests(),
+        ..Options::default()
+    })
+    .await;
+    let db = app.stop().await;
+    let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO idempotency_keys (key, request, item_id, created_at) \
+         VALUES ('expired long ago', '{}', 'gone', 0)",
+    )
+    .execute(&mut locker)
+    .await
+    .unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("SELECT key FROM idempotency_keys FOR UPDATE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    let mut env = fast_requests();
+    env.push(("DATABASE_URL", db.url.clone()));
+    let app = spawn_app_with(Options {
+        db: Db::Sqlite,
+        env,
+        ..Options::default()
+    })
+    .await;
+    let mut observer = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let purge = "DELETE FROM idempotency_keys%";
+    wait_until_one_waits_on_a_lock(&mut observer, purge).await;
+    // Ten request deadlines later the purge is still waiting, not cancelled.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        waiting_on_a_lock(&mut observer, purge).await,
+        1,
+        "the purge was cancelled"
+    );
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+
+    let released = Instant::now();
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            released.elapsed() < Duration::from_secs(5),
+            "the expired key is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.stop().await;
 }

@@ -27,6 +27,7 @@ on_both_databases!(
     without_a_key_identical_posts_create_two_items,
     an_expired_key_creates_a_new_item,
     concurrent_requests_with_one_key_create_one_item,
+    a_key_is_the_deployments_across_an_api_key_rotation,
 );
 
 /// One answer to a create, with the headers that matter here.
@@ -368,6 +369,52 @@ async fn concurrent_requests_with_one_key_create_one_item(db: Db) {
         }
     }
     assert_eq!(all_items(&app).await, [answers[0].body.clone()], "one item");
+}
+
+/// An `Idempotency-Key` belongs to the deployment, not to the API key that sent it: while a
+/// client rotates from the current key to the next, its retry with the next key replays the
+/// first answer rather than making a second item (and another body under that key is 422).
+async fn a_key_is_the_deployments_across_an_api_key_rotation(db: Db) {
+    const NEXT_API_KEY: &str = "idempotency-next-api-key-0123456789";
+    let app = spawn_app_with(Options {
+        db,
+        env: vec![("DUMMY_API_KEY_NEXT", NEXT_API_KEY.to_owned())],
+        ..Options::default()
+    })
+    .await;
+    let (_, spec) = app.get_json("/openapi.json").await;
+    let create = &spec["paths"]["/v1/items"]["post"];
+    let explained = format!("{} {}", create["summary"], create["description"]);
+    assert!(
+        explained.contains("scoped to the deployment"),
+        "the create operation says what a key is scoped to: {explained}"
+    );
+
+    let body = json!({"name": "Rotated lamp", "tags": ["rotation"]});
+    let key = Some("rotation-retry-1");
+    let first = post_at(&app.client, &app.address, API_KEY, key, &body)
+        .await
+        .unwrap();
+    assert_created(&first);
+    let retried = post_at(&app.client, &app.address, NEXT_API_KEY, key, &body)
+        .await
+        .unwrap();
+    assert_replay_of(&retried, &first);
+    let other = post_at(
+        &app.client,
+        &app.address,
+        NEXT_API_KEY,
+        key,
+        &json!({"name": "Another lamp"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.status, 422, "{other:?}");
+    assert_eq!(
+        all_items(&app).await,
+        std::slice::from_ref(&first.body),
+        "one item"
+    );
 }
 
 #[tokio::test]

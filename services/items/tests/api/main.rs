@@ -15,6 +15,7 @@ mod lifecycle;
 mod local_times;
 mod migrations;
 mod observability;
+mod pagination;
 mod resilience;
 mod scan_budget;
 mod secret;

@@ -319,9 +319,9 @@ async fn a_postgres_database_from_the_previous_release_upgrades_and_reads_the_sa
     app.stop().await;
     let upgraded = applied().await;
     assert_eq!(
-        upgraded.len(),
-        2,
-        "the upgrade's migration ran: {upgraded:?}"
+        upgraded,
+        [20261122000001, 20261128000001, 20261128000002],
+        "the upgrade's migrations ran"
     );
 
     let app = start_on(&db.url).await;
@@ -334,4 +334,105 @@ async fn a_postgres_database_from_the_previous_release_upgrades_and_reads_the_sa
         upgraded,
         "no migration on the second start"
     );
+}
+
+/// During a canary the previous release's pods keep writing `items` the way they always did,
+/// knowing nothing of `item_tags`; `?tag=` must still find what they wrote, changed and removed.
+#[tokio::test]
+async fn the_previous_release_writing_during_a_canary_stays_visible_to_tag_filters() {
+    assert!(
+        std::env::var(POSTGRES_URL_VAR).is_ok(),
+        "{POSTGRES_URL_VAR} is not set"
+    );
+    let app = spawn_app_with(Options {
+        db: Db::Postgres,
+        ..Options::default()
+    })
+    .await;
+    let mut old_pod = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    let name_index_valid: Option<bool> = sqlx::query_scalar(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_name_trigrams'::regclass",
+    )
+    .fetch_optional(&mut old_pod)
+    .await
+    .unwrap();
+    assert_eq!(
+        name_index_valid,
+        Some(true),
+        "built concurrently, and valid"
+    );
+    let tagged = |tag: &'static str| {
+        let app = &app;
+        async move { names(&list_all(app, &[("tag", tag)], 10).await) }
+    };
+
+    // The previous release's statements, as its store sent them.
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = 1_764_000_000_000_000_i64;
+    sqlx::query(
+        "INSERT INTO items (id, name, description, tags, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&id)
+    .bind("written by the stable pod")
+    .bind(None::<String>)
+    .bind("canary,stable")
+    .bind(1_i64)
+    .bind(now)
+    .bind(now)
+    .execute(&mut old_pod)
+    .await
+    .unwrap();
+    assert_eq!(tagged("canary").await, ["written by the stable pod"]);
+    assert_eq!(tagged("stable").await, ["written by the stable pod"]);
+
+    sqlx::query(
+        "UPDATE items SET name = $1, description = $2, tags = $3, version = version + 1, \
+         updated_at = $4 WHERE id = $5 AND version = $6",
+    )
+    .bind("retagged by the stable pod")
+    .bind(None::<String>)
+    .bind("rollout,stable")
+    .bind(now + 1)
+    .bind(&id)
+    .bind(1_i64)
+    .execute(&mut old_pod)
+    .await
+    .unwrap();
+    assert!(tagged("canary").await.is_empty(), "the removed tag is gone");
+    assert_eq!(tagged("rollout").await, ["retagged by the stable pod"]);
+    assert_eq!(tagged("stable").await, ["retagged by the stable pod"]);
+
+    sqlx::query("DELETE FROM items WHERE id = $1 AND version = $2")
+        .bind(&id)
+        .bind(2_i64)
+        .execute(&mut old_pod)
+        .await
+        .unwrap();
+    assert!(tagged("rollout").await.is_empty());
+    assert!(tagged("stable").await.is_empty());
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM item_tags")
+        .fetch_one(&mut old_pod)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "no tag rows outlive their item");
+
+    // This build's own writes go through the same path and are not doubled.
+    let created = app
+        .create(json!({"name": "made by the canary", "tags": ["canary", "canary"]}))
+        .await;
+    assert_eq!(tagged("canary").await, ["made by the canary"]);
+    let updated = app
+        .write(
+            reqwest::Method::PATCH,
+            &format!("/v1/items/{}", created["id"].as_str().unwrap()),
+        )
+        .json(&json!({"tags": ["rollout"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status().as_u16(), 200);
+    assert!(tagged("canary").await.is_empty());
+    assert_eq!(tagged("rollout").await, ["made by the canary"]);
+    app.stop().await;
 }

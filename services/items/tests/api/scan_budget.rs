@@ -22,6 +22,7 @@ async fn short_needles_page_through_a_bounded_window(db: Db) {
         max_connections: 1,
         acquire_timeout: Duration::from_secs(5),
         idempotency_ttl: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(30),
     })
     .await
     .unwrap();
