@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use platform::http::{AnswerCommitment, current_answer_commitment};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -89,6 +90,20 @@ struct Inner {
 struct Command {
     op: Op,
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
+    /// The request this write answers, if any: the writer binds it before running the write.
+    answer: Option<AnswerCommitment>,
+}
+
+impl Command {
+    /// False when the write must not run: its request was answered at its deadline, or its
+    /// caller is gone. Otherwise the request now waits for this write's outcome.
+    fn may_run(&self) -> bool {
+        !self.reply.is_closed()
+            && self
+                .answer
+                .as_ref()
+                .is_none_or(AnswerCommitment::bind_to_write)
+    }
 }
 
 enum Op {
@@ -270,7 +285,11 @@ impl SqliteStore {
         let (reply, answer) = oneshot::channel();
         let queued = tokio::time::timeout(
             self.inner.acquire_timeout,
-            self.inner.writes.send(Command { op, reply }),
+            self.inner.writes.send(Command {
+                op,
+                reply,
+                answer: current_answer_commitment(),
+            }),
         )
         .await;
         match queued {
@@ -477,17 +496,24 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: Vec<Command>) {
-        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|c| (c.op, c.reply)).unzip();
-        let mut results = Vec::with_capacity(ops.len());
+        let mut results = Vec::with_capacity(batch.len());
         let (conn, last_id, ttl_micros) = (&mut self.conn, &mut self.last_id, self.ttl_micros);
         let committed = (|| -> rusqlite::Result<i64> {
             // IMMEDIATE takes the write lock now, waiting up to the busy timeout if another
             // process holds it.
             let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut added = 0;
-            for op in ops {
+            for command in &batch {
+                // Only now, with the write lock held, is the write sure to run at once: a
+                // write still waiting for the lock stays the deadline's to answer.
+                if !command.may_run() {
+                    results.push(Err(StoreError::Unavailable(
+                        "the request's deadline passed before its write ran".into(),
+                    )));
+                    continue;
+                }
                 let savepoint = tx.savepoint()?;
-                let result = apply(&savepoint, op, last_id, ttl_micros);
+                let result = apply(&savepoint, &command.op, last_id, ttl_micros);
                 if result.is_ok() {
                     savepoint.commit()?;
                 }
@@ -502,14 +528,14 @@ impl Writer {
         match committed {
             Ok(added) => {
                 self.count.fetch_add(added, Ordering::Relaxed);
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
+                for (command, result) in batch.into_iter().zip(results) {
+                    let _ = command.reply.send(result);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "SQLite transaction failed");
-                for reply in replies {
-                    let _ = reply.send(Err(batch_failed(&e)));
+                for command in batch {
+                    let _ = command.reply.send(Err(batch_failed(&e)));
                 }
             }
         }
@@ -529,14 +555,14 @@ fn batch_failed(e: &rusqlite::Error) -> StoreError {
 /// One write, inside its savepoint. Returns the answer and how it changed the item count.
 fn apply(
     conn: &Connection,
-    op: Op,
+    op: &Op,
     last_id: &mut Uuid,
     ttl_micros: i64,
 ) -> Result<(Outcome, i64), StoreError> {
     let now = now_micros();
     match op {
         Op::Create { fields, key } => {
-            if let Some(key) = &key {
+            if let Some(key) = key {
                 let remembered = conn
                     .prepare_cached(
                         "SELECT request, item_id, created_at FROM idempotency_keys WHERE key = ?1",
@@ -551,7 +577,7 @@ fn apply(
                     .optional()?;
                 match remembered {
                     Some((request, item_id, at)) if at > now - ttl_micros => {
-                        return if request == fingerprint(&fields) {
+                        return if request == fingerprint(fields) {
                             Ok((Outcome::Created(replayed_item(&item_id, &request, at)?), 0))
                         } else {
                             Err(StoreError::IdempotencyKeyReused)
@@ -564,15 +590,15 @@ fn apply(
                     None => {}
                 }
             }
-            let item = insert(conn, &fields, now, last_id)?;
-            if let Some(key) = &key {
+            let item = insert(conn, fields, now, last_id)?;
+            if let Some(key) = key {
                 conn.prepare_cached(
                     "INSERT INTO idempotency_keys (key, request, item_id, created_at) \
                      VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![
                     key.as_str(),
-                    fingerprint(&fields),
+                    fingerprint(fields),
                     item.id.to_string(),
                     now
                 ])?;
@@ -584,7 +610,7 @@ fn apply(
             Ok((Outcome::Created(created), 1))
         }
         Op::CreateMany(batch) => {
-            for fields in &batch {
+            for fields in batch {
                 insert(conn, fields, now, last_id)?;
             }
             let n = batch.len() as i64;
@@ -595,7 +621,7 @@ fn apply(
             precondition,
             change,
         } => {
-            let (seq, current) = current(conn, id)?;
+            let (seq, current) = current(conn, *id)?;
             if !precondition.allows(current.version) {
                 return Err(StoreError::PreconditionFailed);
             }
@@ -632,7 +658,7 @@ fn apply(
             Ok((Outcome::Updated(item), 0))
         }
         Op::Delete { id, precondition } => {
-            let (seq, current) = current(conn, id)?;
+            let (seq, current) = current(conn, *id)?;
             if !precondition.allows(current.version) {
                 return Err(StoreError::PreconditionFailed);
             }
