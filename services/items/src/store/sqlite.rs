@@ -7,7 +7,8 @@
 //! - Every write goes to one writer thread, which owns the only writing connection (SQLite
 //!   allows one writer at a time anyway). It takes whatever writes are queued, up to
 //!   `MAX_BATCH`, and commits them in one transaction, each in its own savepoint, answering
-//!   each only after the commit. WAL with `synchronous = NORMAL` keeps every committed write
+//!   each only after the commit. A write that rolls back the whole transaction is answered
+//!   its error and the batch's other writes run again in a fresh one. WAL with `synchronous = NORMAL` keeps every committed write
 //!   across a process kill (SIGKILL); only an OS crash or power loss can drop the last commits.
 //! - The writer keeps the item count, so the `items_count` gauge costs nothing.
 
@@ -495,51 +496,100 @@ impl Writer {
         }
     }
 
+    /// Runs a batch in one transaction, each write in its own savepoint, and answers each
+    /// write after the commit. A write that rolls back the whole transaction (a trigger's
+    /// `RAISE(ROLLBACK)`, IOERR, FULL, NOMEM) took the batch's earlier writes with it: it is
+    /// answered its error, and the others run again in a new transaction.
     fn commit_batch(&mut self, batch: Vec<Command>) {
-        let mut results = Vec::with_capacity(batch.len());
-        let (conn, last_id, ttl_micros) = (&mut self.conn, &mut self.last_id, self.ttl_micros);
-        let committed = (|| -> rusqlite::Result<i64> {
-            // IMMEDIATE takes the write lock now, waiting up to the busy timeout if another
-            // process holds it.
-            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut added = 0;
-            for command in &batch {
-                // Only now, with the write lock held, is the write sure to run at once: a
-                // write still waiting for the lock stays the deadline's to answer.
-                if !command.may_run() {
-                    results.push(Err(StoreError::Unavailable(
-                        "the request's deadline passed before its write ran".into(),
-                    )));
-                    continue;
+        // Answers decided for good before a commit: writes not run, and writes that rolled
+        // the transaction back.
+        let mut settled: Vec<Option<Result<Outcome, StoreError>>> =
+            batch.iter().map(|_| None).collect();
+        loop {
+            match self.run_transaction(&batch, &mut settled) {
+                Ok(Attempt::Committed { results, added }) => {
+                    self.count.fetch_add(added, Ordering::Relaxed);
+                    for ((command, settled), result) in batch.into_iter().zip(settled).zip(results)
+                    {
+                        if let Some(answer) = settled.or(result) {
+                            let _ = command.reply.send(answer);
+                        }
+                    }
+                    return;
                 }
-                let savepoint = tx.savepoint()?;
-                let result = apply(&savepoint, &command.op, last_id, ttl_micros);
-                if result.is_ok() {
-                    savepoint.commit()?;
-                }
-                if let Ok((_, delta)) = &result {
-                    added += delta;
-                }
-                results.push(result.map(|(outcome, _)| outcome));
-            }
-            tx.commit()?;
-            Ok(added)
-        })();
-        match committed {
-            Ok(added) => {
-                self.count.fetch_add(added, Ordering::Relaxed);
-                for (command, result) in batch.into_iter().zip(results) {
-                    let _ = command.reply.send(result);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "SQLite transaction failed");
-                for command in batch {
-                    let _ = command.reply.send(Err(batch_failed(&e)));
+                Ok(Attempt::RolledBack) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "SQLite transaction failed");
+                    for (command, settled) in batch.into_iter().zip(settled) {
+                        let answer = settled.unwrap_or_else(|| Err(batch_failed(&e)));
+                        let _ = command.reply.send(answer);
+                    }
+                    return;
                 }
             }
         }
     }
+
+    /// One transaction over the writes of `batch` not yet settled.
+    fn run_transaction(
+        &mut self,
+        batch: &[Command],
+        settled: &mut [Option<Result<Outcome, StoreError>>],
+    ) -> rusqlite::Result<Attempt> {
+        let (conn, last_id, ttl_micros) = (&mut self.conn, &mut self.last_id, self.ttl_micros);
+        // IMMEDIATE takes the write lock now, waiting up to the busy timeout if another
+        // process holds it.
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        let mut added = 0;
+        for (command, settled) in batch.iter().zip(settled.iter_mut()) {
+            if settled.is_some() {
+                results.push(None);
+                continue;
+            }
+            // Only now, with the write lock held, is the write sure to run at once: a write
+            // still waiting for the lock stays the deadline's to answer.
+            if !command.may_run() {
+                *settled = Some(Err(StoreError::Unavailable(
+                    "the request's deadline passed before its write ran".into(),
+                )));
+                results.push(None);
+                continue;
+            }
+            let savepoint = tx.savepoint()?;
+            let result = apply(&savepoint, &command.op, last_id, ttl_micros);
+            if savepoint.is_autocommit() {
+                // The whole transaction is gone, not just this savepoint: without this check
+                // the next write's SAVEPOINT would open a transaction of its own and its
+                // RELEASE commit it, and the final COMMIT fail for writes that were stored.
+                *settled = Some(Err(result.err().unwrap_or_else(|| {
+                    StoreError::Database("the write transaction was rolled back".into())
+                })));
+                return Ok(Attempt::RolledBack);
+            }
+            if result.is_ok() {
+                savepoint.commit()?;
+            }
+            if let Ok((_, delta)) = &result {
+                added += delta;
+            }
+            results.push(Some(result.map(|(outcome, _)| outcome)));
+        }
+        tx.commit()?;
+        Ok(Attempt::Committed { results, added })
+    }
+}
+
+/// How one transaction over a batch ended.
+enum Attempt {
+    /// Committed: each write's answer (`None` for writes settled beforehand) and how the item
+    /// count changed.
+    Committed {
+        results: Vec<Option<Result<Outcome, StoreError>>>,
+        added: i64,
+    },
+    /// One write rolled the whole transaction back; it is settled, the rest must run again.
+    RolledBack,
 }
 
 /// What each write of a batch answers when the batch's transaction failed.

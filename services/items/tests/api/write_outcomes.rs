@@ -1,10 +1,14 @@
 //! What a write answers is what happened to it: a 201 is stored, a 503 is not, on SQLite's
 //! batching writer, whatever else the batch or the clock did.
 
+use std::time::Duration;
+
+use items::domain::ItemFields;
+use items::store::{ListQuery, Store, StoreConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, Options, TestApp, item_names, spawn_app_with};
+use crate::helpers::{Db, Options, TestApp, TestDb, item_names, spawn_app_with};
 
 fn settings(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
@@ -60,4 +64,78 @@ async fn a_write_answered_503_at_its_deadline_is_never_stored() {
         answered_201,
         "exactly the writes answered 201 are stored"
     );
+}
+
+async fn open_store(url: &str) -> Store {
+    Store::connect(&StoreConfig {
+        url: url.to_owned(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+        idempotency_ttl: Duration::from_secs(60),
+    })
+    .await
+    .unwrap()
+}
+
+fn fields(name: &str) -> ItemFields {
+    ItemFields::parse(name, None, &[]).unwrap()
+}
+
+async fn store_names(store: &Store) -> Vec<String> {
+    let page = store
+        .list(&ListQuery {
+            limit: 100,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    page.items
+        .iter()
+        .map(|i| i.fields.name.as_str().to_owned())
+        .collect()
+}
+
+/// A trigger's `RAISE(ROLLBACK)` (like IOERR, FULL or NOMEM) rolls back the whole transaction,
+/// not just the failing write's savepoint. The other writes of its batch must still be
+/// answered by what happened to them: stored and 201, never "failed" yet stored.
+#[tokio::test]
+async fn a_write_that_rolls_back_the_whole_transaction_fails_alone() {
+    let db = TestDb::create(Db::Sqlite).await;
+    let store = open_store(&db.url).await;
+    let path = db.url.trim_start_matches("sqlite://").to_owned();
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker
+        .execute_batch(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON items WHEN NEW.name = 'poison' \
+             BEGIN SELECT RAISE(ROLLBACK, 'poison refused'); END;",
+        )
+        .unwrap();
+    // Held so that the writes below all queue up: whichever batch the writer has taken blocks
+    // on the lock, and the rest form the next batch, so "poison" shares a batch with others.
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let names = ["first", "before", "poison", "after"];
+    let all_fields: Vec<ItemFields> = names.iter().map(|n| fields(n)).collect();
+    let mut writes: Vec<_> = all_fields
+        .iter()
+        .map(|f| Box::pin(store.create(f, None)))
+        .collect();
+    for write in &mut writes {
+        // One poll queues the write (the queue has room), and it then waits for the lock.
+        assert!(
+            tokio::time::timeout(Duration::ZERO, write).await.is_err(),
+            "the write waits for the lock"
+        );
+    }
+    locker.execute_batch("ROLLBACK").unwrap();
+    let mut answered_ok = Vec::new();
+    for (name, write) in names.iter().zip(writes) {
+        match write.await {
+            Ok(_) => answered_ok.push((*name).to_owned()),
+            Err(e) => assert_eq!(*name, "poison", "{name} failed: {e}"),
+        }
+    }
+    assert_eq!(answered_ok, ["first", "before", "after"]);
+    assert_eq!(store_names(&store).await, answered_ok);
+    assert_eq!(store.count().await.unwrap(), 3);
+    store.close().await;
 }
