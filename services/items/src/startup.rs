@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use platform::auth::ApiKeyVerifier;
 use platform::faults::{FaultApi, Faults};
-use platform::lifecycle::{BindError, HealthApi, Listeners, Readiness, ReadinessCheck};
+use platform::lifecycle::{
+    BindError, HealthApi, Listeners, LivenessCheck, Readiness, ReadinessCheck,
+};
 use poem::Endpoint;
 use poem_openapi::OpenApiService;
 
@@ -133,6 +135,19 @@ impl ReadinessCheck for DatabaseReachable {
     }
 }
 
+/// The store can still write: on SQLite, its writer thread runs.
+struct StoreAlive(Store);
+
+impl LivenessCheck for StoreAlive {
+    fn check(&self) -> Result<(), String> {
+        if self.0.is_alive() {
+            Ok(())
+        } else {
+            Err("the database writer has stopped".to_owned())
+        }
+    }
+}
+
 fn routes(
     settings: &Settings,
     store: &Store,
@@ -147,7 +162,8 @@ fn routes(
             ItemsApi::new(store.clone(), clock.clone(), writes),
             GreetingApi::new(settings.greeting.clone(), clock.clone()),
             SecretApi::new(settings.secret_message.clone()),
-            HealthApi::new(readiness, Some(Arc::new(DatabaseReachable(store.clone())))),
+            HealthApi::new(readiness, Some(Arc::new(DatabaseReachable(store.clone()))))
+                .with_liveness(Arc::new(StoreAlive(store.clone()))),
             FaultApi::new(faults.clone()),
         ),
         "meridian items",

@@ -153,6 +153,15 @@ impl Store {
         }
     }
 
+    /// Whether the store can still serve writes at all: false once SQLite's writer thread
+    /// is gone (only a restart brings it back). For liveness; no I/O.
+    pub fn is_alive(&self) -> bool {
+        match self {
+            Self::Sqlite(s) => s.is_alive(),
+            Self::Postgres(_) => true,
+        }
+    }
+
     /// A round trip to the database, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {

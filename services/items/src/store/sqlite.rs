@@ -12,6 +12,7 @@
 //!   across a process kill (SIGKILL); only an OS crash or power loss can drop the last commits.
 //! - The writer keeps the item count, so the `items_count` gauge costs nothing.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -179,8 +180,12 @@ impl SqliteStore {
         self.inner.count.load(Ordering::Relaxed)
     }
 
+    pub fn is_alive(&self) -> bool {
+        !self.inner.writes.is_closed()
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
-        if self.inner.writes.is_closed() {
+        if !self.is_alive() {
             return Err(StoreError::Unavailable(
                 "the SQLite writer has stopped".into(),
             ));
@@ -475,7 +480,13 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
-                self.commit_batch(batch);
+                // A panic outside a single write (each is caught in `run_transaction`) drops
+                // this batch's replies, which answers its writes 503, and leaves the writer
+                // serving the next batches; the transaction rolls back as it unwinds.
+                let run = std::panic::catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
+                if run.is_err() {
+                    tracing::error!("the SQLite writer panicked while committing a batch");
+                }
             }
             if closed_by.is_some() {
                 break;
@@ -557,7 +568,15 @@ impl Writer {
                 continue;
             }
             let savepoint = tx.savepoint()?;
-            let result = apply(&savepoint, &command.op, last_id, ttl_micros);
+            // A panic in one write (a bug, or the caller's change function) fails that write
+            // alone; its savepoint rolls back below like any failed write's.
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                apply(&savepoint, &command.op, last_id, ttl_micros)
+            }))
+            .unwrap_or_else(|_| {
+                tracing::error!("an SQLite write panicked");
+                Err(StoreError::Database("the write panicked".into()))
+            });
             if savepoint.is_autocommit() {
                 // The whole transaction is gone, not just this savepoint: without this check
                 // the next write's SAVEPOINT would open a transaction of its own and its

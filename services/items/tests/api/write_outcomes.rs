@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use items::domain::ItemFields;
+use items::domain::{ItemFields, Precondition};
 use items::store::{ListQuery, Store, StoreConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -138,4 +138,31 @@ async fn a_write_that_rolls_back_the_whole_transaction_fails_alone() {
     assert_eq!(store_names(&store).await, answered_ok);
     assert_eq!(store.count().await.unwrap(), 3);
     store.close().await;
+}
+
+/// A panic while running one write (here in the caller's change function) fails that write;
+/// the writer goes on serving the next ones.
+#[tokio::test]
+async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+    let db = TestDb::create(Db::Sqlite).await;
+    let store = open_store(&db.url).await;
+    let created = store.create(&fields("kept"), None).await.unwrap();
+    let panicked = store
+        .update(created.item.id, Precondition::None, |_| {
+            panic!("a bug in one write")
+        })
+        .await;
+    assert!(panicked.is_err(), "the panicking write fails");
+    store
+        .create(&fields("after the panic"), None)
+        .await
+        .expect("the next write is served");
+    assert_eq!(store_names(&store).await, ["kept", "after the panic"]);
+    store.ping().await.expect("the store stays ready");
+    assert!(store.is_alive(), "the store stays live");
+    store.close().await;
+    assert!(
+        !store.is_alive(),
+        "a store whose writer is gone is not live"
+    );
 }
