@@ -18,7 +18,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{Description, IdempotencyKey, ItemFields, ItemName, Precondition, Tag, Tags};
+use crate::domain::{
+    Description, IdempotencyKey, ItemFields, ItemName, NameNeedle, Precondition, Tag, Tags,
+};
 
 use self::postgres::PostgresStore;
 use self::sqlite::SqliteStore;
@@ -80,7 +82,7 @@ pub struct ListQuery {
     pub limit: u32,
     pub after: Option<Uuid>,
     pub tag: Option<Tag>,
-    pub name_contains: Option<String>,
+    pub name_contains: Option<NameNeedle>,
 }
 
 /// One page of a list, and where it stopped reading when it stopped before filling up.
@@ -265,11 +267,13 @@ fn tag_list(tags: &Tags) -> Vec<String> {
     tags.iter().map(|t| t.as_str().to_owned()).collect()
 }
 
-/// The `LIKE` pattern both back ends check names against: today's semantics, kept exactly
-/// (lower-cased needle, `%`, `_` and `\` literal). The trigram indexes only narrow the rows
-/// this pattern is tried on.
+/// The `LIKE` pattern both back ends check names against: ASCII letters in either case,
+/// every other character only itself (`%`, `_` and `\` literal). Both compare it with an
+/// ASCII-folded name (SQLite's `LIKE` folds ASCII only; PostgreSQL folds the name with
+/// `translate`, as its `LOWER` follows the locale), so one needle finds the same items on
+/// both. The trigram indexes fold more than ASCII, so they only narrow the rows it is tried on.
 fn name_pattern(needle: &str) -> String {
-    let lowered = needle.to_lowercase();
+    let lowered = needle.to_ascii_lowercase();
     let escaped = lowered
         .replace('\\', "\\\\")
         .replace('%', "\\%")
@@ -386,6 +390,7 @@ mod tests {
     #[test]
     fn like_wildcards_in_user_input_are_literal() {
         assert_eq!(name_pattern("50%_Off\\"), "%50\\%\\_off\\\\%");
+        assert_eq!(name_pattern("ÉCOLE"), "%École%");
     }
 
     #[test]
