@@ -857,7 +857,11 @@ fn open_connection(
 /// Version 1 is the schema of the first release (made by sqlx's migrator, which left
 /// `_sqlx_migrations` behind and no `user_version`).
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    // The version is read under the lock: a process that read it before waiting for the lock
+    // would migrate again what the process holding the lock had just migrated (and fail), or
+    // take a schema a newer build wrote meanwhile for its own.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let mut version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::Setup(format!(
             "the SQLite file has schema version {version}, newer than this build's \
@@ -867,7 +871,6 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     if version == 0 {
         let has_items: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items')",
