@@ -47,6 +47,7 @@ impl Application {
         let store = Store::connect(&StoreConfig {
             url: settings.database_url.expose().to_owned(),
             max_connections: settings.database_max_connections,
+            max_readers: settings.sqlite_max_readers,
             acquire_timeout: settings.database_acquire_timeout,
             idempotency_ttl: settings.idempotency_key_ttl,
         })

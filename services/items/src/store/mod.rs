@@ -113,6 +113,10 @@ pub struct StoreConfig {
     pub url: String,
     /// PostgreSQL: the pool's size. SQLite: how many idle reader connections are kept.
     pub max_connections: u32,
+    /// SQLite: the most reader connections open at once; a read that finds them all busy
+    /// waits up to `acquire_timeout`, then is answered 503. (PostgreSQL: unused, the pool's
+    /// size caps it.)
+    pub max_readers: u32,
     /// How long a request waits for a connection (PostgreSQL) or for the writer (SQLite)
     /// before it is answered 503; shorter than the request deadline.
     pub acquire_timeout: Duration,
@@ -195,7 +199,7 @@ impl Store {
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
         match self {
-            Self::Sqlite(s) => s.get(id),
+            Self::Sqlite(s) => s.get(id).await,
             Self::Postgres(s) => s.get(id).await,
         }
     }
@@ -203,7 +207,7 @@ impl Store {
     /// Items in id (= creation) order, after the cursor, matching the filters.
     pub async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         match self {
-            Self::Sqlite(s) => s.list(query),
+            Self::Sqlite(s) => s.list(query).await,
             Self::Postgres(s) => s.list(query).await,
         }
     }

@@ -1,6 +1,7 @@
 //! The embedded back end: one SQLite file through rusqlite.
 //!
-//! - Reads run on the calling thread, on a connection taken from a small pool of idle readers,
+//! - Reads run on the calling thread, on a connection taken from a small pool of idle readers
+//!   (at most `max_readers` open at once; past that a read waits, then is answered 503),
 //!   with statements prepared once per connection. WAL readers never wait for the writer, so a
 //!   point read is a few microseconds of SQLite and no thread hand-off. Page queries, which can
 //!   touch more rows, run in `block_in_place` so the runtime moves other tasks off this thread.
@@ -84,6 +85,10 @@ struct Inner {
     busy_timeout: Duration,
     readers: Mutex<Vec<Connection>>,
     max_idle_readers: usize,
+    /// One permit per reader connection that may be open: without a cap, every read that
+    /// found no idle reader opened another, so a burst of slow scans opened connections (and
+    /// their page caches) without bound.
+    reader_slots: tokio::sync::Semaphore,
     writes: mpsc::Sender<Command>,
     acquire_timeout: Duration,
     count: Arc<AtomicI64>,
@@ -168,7 +173,8 @@ impl SqliteStore {
                 path,
                 busy_timeout,
                 readers: Mutex::new(Vec::new()),
-                max_idle_readers: config.max_connections as usize,
+                max_idle_readers: config.max_connections.min(config.max_readers) as usize,
+                reader_slots: tokio::sync::Semaphore::new(config.max_readers as usize),
                 writes,
                 acquire_timeout: config.acquire_timeout,
                 count,
@@ -194,9 +200,10 @@ impl SqliteStore {
             conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
             Ok(())
         })
+        .await
     }
 
-    pub fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
+    pub async fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
         let mut buffer = Uuid::encode_buffer();
         let id = id.hyphenated().encode_lower(&mut buffer);
         self.read(|conn| {
@@ -206,10 +213,12 @@ impl SqliteStore {
                 .map(ItemRow::into_item)
                 .transpose()
         })
+        .await
     }
 
-    pub fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        let run = || self.read(|conn| list_page(conn, query));
+    pub async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let _slot = self.reader_slot().await?;
+        let run = || self.read_now(|conn| list_page(conn, query));
         // Index-driven pages read about `limit` rows: inline, like a point read. A short
         // needle reads up to SCAN_BUDGET rows (a few milliseconds), so the runtime first moves
         // this thread's other tasks elsewhere.
@@ -316,8 +325,33 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
     }
 
-    /// Runs `f` on an idle reader (opening one if none is idle) on this thread.
-    fn read<T>(
+    /// Runs `f` on a reader, once one of the `max_readers` is free.
+    async fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _slot = self.reader_slot().await?;
+        self.read_now(f)
+    }
+
+    /// Leave to hold a reader connection, waiting up to the acquire timeout for one.
+    async fn reader_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        let slots = &self.inner.reader_slots;
+        match tokio::time::timeout(self.inner.acquire_timeout, slots.acquire()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(_closed)) => Err(StoreError::Unavailable(
+                "the SQLite readers are closed".into(),
+            )),
+            Err(_elapsed) => Err(StoreError::Unavailable(
+                "every SQLite reader (SQLITE_MAX_READERS) stayed busy past the acquire timeout"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Runs `f` on an idle reader (opening one if none is idle) on this thread; the caller
+    /// holds a reader slot.
+    fn read_now<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -931,6 +965,48 @@ impl From<rusqlite::Error> for StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With every reader slot held (here by a read that waits for the test), the next read
+    /// opens no further connection: it waits the acquire timeout and is answered Unavailable
+    /// (503), and reads go on once a slot frees.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_past_the_reader_cap_wait_then_are_unavailable() {
+        let dir = std::env::temp_dir().join(format!("meridian-readers-{}", Uuid::now_v7()));
+        let store = SqliteStore::open(&StoreConfig {
+            url: format!("sqlite://{}/items.db", dir.display()),
+            max_connections: 4,
+            max_readers: 1,
+            acquire_timeout: Duration::from_millis(200),
+            idempotency_ttl: Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+        let (reading, started) = oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .read(move |_| {
+                        let _ = reading.send(());
+                        let _ = released.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        started.await.unwrap();
+        let refused = store.get(Uuid::nil()).await;
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable(_))),
+            "{refused:?}"
+        );
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        assert!(store.get(Uuid::nil()).await.unwrap().is_none());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn sqlite_urls_name_a_file_and_create_its_directory() {

@@ -340,6 +340,7 @@ fn sqlite_config(url: &str) -> items::store::StoreConfig {
     items::store::StoreConfig {
         url: url.to_owned(),
         max_connections: 1,
+        max_readers: 1,
         acquire_timeout: std::time::Duration::from_secs(10),
         idempotency_ttl: std::time::Duration::from_secs(60),
     }

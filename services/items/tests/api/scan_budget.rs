@@ -20,6 +20,7 @@ async fn short_needles_page_through_a_bounded_window(db: Db) {
     let store = Store::connect(&StoreConfig {
         url: app.db.url.clone(),
         max_connections: 1,
+        max_readers: 1,
         acquire_timeout: Duration::from_secs(5),
         idempotency_ttl: Duration::from_secs(60),
     })

@@ -70,6 +70,7 @@ async fn open_store(url: &str) -> Store {
     Store::connect(&StoreConfig {
         url: url.to_owned(),
         max_connections: 2,
+        max_readers: 2,
         acquire_timeout: Duration::from_secs(5),
         idempotency_ttl: Duration::from_secs(60),
     })
