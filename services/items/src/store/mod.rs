@@ -83,6 +83,9 @@ pub struct ListQuery {
     pub after: Option<Uuid>,
     pub tag: Option<Tag>,
     pub name_contains: Option<NameNeedle>,
+    /// When the request's answer is due: SQLite stops reading at it (503) rather than finish
+    /// a page nobody will read while it holds a reader and a thread.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// One page of a list, and where it stopped reading when it stopped before filling up.

@@ -17,7 +17,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use platform::http::{AnswerCommitment, current_answer_commitment};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -68,10 +68,16 @@ const PAGE_BY_TAG: &str = "SELECT i.id, i.name, i.description, i.tags, i.version
      i.created_at, i.updated_at FROM item_tags t JOIN items i ON i.seq = t.seq \
      WHERE t.tag = ?1 AND t.seq >= ?2 AND (?3 IS NULL OR i.name LIKE ?3 ESCAPE '\\') \
      ORDER BY t.seq LIMIT ?4";
-/// The trigram index drives; `?5` (a tag) narrows further when given.
+/// The trigram index drives; `?5` (a tag) narrows further when given. The index only finds
+/// candidates, which the tag or the exact `LIKE` (folding less than FTS5 does) may all refuse,
+/// so it too reads a window of at most `SCAN_BUDGET` candidates, up to `?6`.
+const SCAN_END_BY_NAME: &str = "SELECT i.seq, i.id FROM item_names JOIN items i \
+     ON i.seq = item_names.rowid WHERE item_names MATCH ?1 AND item_names.rowid >= ?2 \
+     ORDER BY item_names.rowid LIMIT 1 OFFSET ?3";
 const PAGE_BY_NAME: &str = "SELECT i.id, i.name, i.description, i.tags, i.version, \
      i.created_at, i.updated_at FROM item_names JOIN items i ON i.seq = item_names.rowid \
-     WHERE item_names MATCH ?1 AND item_names.rowid >= ?2 AND i.name LIKE ?3 ESCAPE '\\' \
+     WHERE item_names MATCH ?1 AND item_names.rowid >= ?2 AND item_names.rowid <= ?6 \
+     AND i.name LIKE ?3 ESCAPE '\\' \
      AND (?5 IS NULL OR EXISTS (SELECT 1 FROM item_tags t WHERE t.tag = ?5 AND t.seq = i.seq)) \
      ORDER BY item_names.rowid LIMIT ?4";
 
@@ -218,7 +224,9 @@ impl SqliteStore {
 
     pub async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let _slot = self.reader_slot().await?;
-        let run = || self.read_now(|conn| list_page(conn, query));
+        let run = || {
+            self.read_now(|conn| until_deadline(conn, query.deadline, || list_page(conn, query)))
+        };
         // Index-driven pages read about `limit` rows: inline, like a point read. A short
         // needle reads up to SCAN_BUDGET rows (a few milliseconds), so the runtime first moves
         // this thread's other tasks elsewhere.
@@ -383,6 +391,28 @@ impl SqliteStore {
     }
 }
 
+/// How many SQLite VM instructions run between two looks at the clock while a page is read
+/// (a few microseconds of work).
+const DEADLINE_CHECK_OPS: std::ffi::c_int = 4_096;
+
+/// Runs `f` with SQLite interrupting its statement once `deadline` has passed (the read then
+/// fails as Unavailable: 503): a synchronous page read cannot be dropped at the deadline like
+/// a future, and would otherwise go on holding a thread and a reader for an answer nobody
+/// reads.
+fn until_deadline<T>(
+    conn: &Connection,
+    deadline: Option<Instant>,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let Some(deadline) = deadline else {
+        return f();
+    };
+    conn.progress_handler(DEADLINE_CHECK_OPS, Some(move || Instant::now() >= deadline))?;
+    let result = f();
+    conn.progress_handler(0, None::<fn() -> bool>)?;
+    result
+}
+
 /// One page: the index that narrows the rows most drives the query, in seq (= id) order, and
 /// stops after `limit` rows (or, for a short needle, after `SCAN_BUDGET` rows read).
 fn list_page(conn: &Connection, query: &ListQuery) -> Result<Page, StoreError> {
@@ -412,8 +442,20 @@ fn list_page(conn: &Connection, query: &ListQuery) -> Result<Page, StoreError> {
         (tag, Some(needle)) if uses_trigram_index(needle) => {
             // The needle as one FTS5 phrase: its trigrams, consecutive.
             let phrase = format!("\"{}\"", needle.replace('"', "\"\""));
+            let end = conn
+                .prepare_cached(SCAN_END_BY_NAME)?
+                .query_row(params![phrase, from_seq, budget - 1], window_end)
+                .optional()?;
+            let last_seq = end.as_ref().map_or(i64::MAX, |(seq, _)| *seq);
             let mut statement = conn.prepare_cached(PAGE_BY_NAME)?;
-            collect(statement.query_map(params![phrase, from_seq, pattern, limit, tag], item_row)?)?
+            let rows = collect(statement.query_map(
+                params![phrase, from_seq, pattern, limit, tag, last_seq],
+                item_row,
+            )?)?;
+            scan_end = end
+                .filter(|_| (rows.len() as i64) < limit)
+                .map(|(_, id)| id);
+            rows
         }
         (Some(tag), Some(_short)) => {
             let end = conn
@@ -952,9 +994,14 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// A read stopped at its request's deadline (`until_deadline`).
+fn is_interrupted(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted)
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        if is_busy(&e) {
+        if is_busy(&e) || is_interrupted(&e) {
             StoreError::Unavailable(Box::new(e))
         } else {
             StoreError::Database(Box::new(e))
@@ -966,21 +1013,27 @@ impl From<rusqlite::Error> for StoreError {
 mod tests {
     use super::*;
 
+    /// A store with one reader, on a new file in a directory of its own.
+    async fn store_in_temp_dir(what: &str, acquire_timeout: Duration) -> (SqliteStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("meridian-{what}-{}", Uuid::now_v7()));
+        let store = SqliteStore::open(&StoreConfig {
+            url: format!("sqlite://{}/items.db", dir.display()),
+            max_connections: 1,
+            max_readers: 1,
+            acquire_timeout,
+            idempotency_ttl: Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+        (store, dir)
+    }
+
     /// With every reader slot held (here by a read that waits for the test), the next read
     /// opens no further connection: it waits the acquire timeout and is answered Unavailable
     /// (503), and reads go on once a slot frees.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_past_the_reader_cap_wait_then_are_unavailable() {
-        let dir = std::env::temp_dir().join(format!("meridian-readers-{}", Uuid::now_v7()));
-        let store = SqliteStore::open(&StoreConfig {
-            url: format!("sqlite://{}/items.db", dir.display()),
-            max_connections: 4,
-            max_readers: 1,
-            acquire_timeout: Duration::from_millis(200),
-            idempotency_ttl: Duration::from_secs(60),
-        })
-        .await
-        .unwrap();
+        let (store, dir) = store_in_temp_dir("readers", Duration::from_millis(200)).await;
         let (reading, started) = oneshot::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let holder = {
@@ -1004,6 +1057,32 @@ mod tests {
         release.send(()).unwrap();
         holder.await.unwrap().unwrap();
         assert!(store.get(Uuid::nil()).await.unwrap().is_none());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A page read past its deadline is interrupted inside SQLite and answered Unavailable;
+    /// the same read without one completes, on the same connection.
+    #[tokio::test]
+    async fn a_page_read_stops_at_its_deadline() {
+        let (store, dir) = store_in_temp_dir("deadline", Duration::from_secs(5)).await;
+        let fields: Vec<ItemFields> = (0..3_000)
+            .map(|i| ItemFields::parse(&format!("item {i}"), None, &[]).unwrap())
+            .collect();
+        store.create_many(fields).await.unwrap();
+        let query = |deadline| ListQuery {
+            limit: 10,
+            name_contains: Some(crate::domain::NameNeedle::parse("zq").unwrap()),
+            deadline,
+            ..ListQuery::default()
+        };
+        let past = Instant::now() - Duration::from_millis(1);
+        let late = store.list(&query(Some(past))).await;
+        assert!(matches!(late, Err(StoreError::Unavailable(_))), "{late:?}");
+        let page = store.list(&query(None)).await.unwrap();
+        assert!(page.items.is_empty());
+        let far = Instant::now() + Duration::from_secs(60);
+        store.list(&query(Some(far))).await.unwrap();
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
