@@ -30,6 +30,8 @@ pub struct Settings {
     pub database_url: Secret,
     /// PostgreSQL: the pool's size. SQLite: how many idle reader connections are kept.
     pub database_max_connections: u32,
+    /// SQLite: the most reader connections open at once (idle or reading).
+    pub sqlite_max_readers: u32,
     /// How long a request waits for a database connection (or SQLite's writer) before 503.
     pub database_acquire_timeout: Duration,
     /// How long an `Idempotency-Key` is remembered.
@@ -82,6 +84,7 @@ impl Settings {
             server,
             database_url,
             database_max_connections: positive(env, "DATABASE_MAX_CONNECTIONS", 8)?,
+            sqlite_max_readers: positive(env, "SQLITE_MAX_READERS", 16)?,
             database_acquire_timeout,
             idempotency_key_ttl: Duration::from_secs(u64::from(idempotency_key_ttl_seconds)),
             timezones: ClientConfig {

@@ -15,6 +15,50 @@ fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     }
 }
 
+/// What a name, and so any text a name can contain, must be: non-empty, at most
+/// `NAME_MAX_CHARS` characters, no control characters.
+fn check_name_text(text: &str) -> Result<(), FieldError> {
+    if text.is_empty() {
+        return Err(field_error("name", "must not be empty"));
+    }
+    let chars = text.chars().count();
+    if chars > NAME_MAX_CHARS {
+        return Err(field_error(
+            "name",
+            format!("must be at most {NAME_MAX_CHARS} characters (got {chars})"),
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(field_error("name", "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// The text a name filter looks for: 1–100 characters, without control characters (no name
+/// holds one, and a NUL is not even text to PostgreSQL). Kept as given, not trimmed: a space
+/// inside a name can be what is looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameNeedle(String);
+
+impl NameNeedle {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        check_name_text(raw)?;
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for NameNeedle {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A trimmed, non-empty item name of at most 100 characters, without control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemName(String);
@@ -22,19 +66,7 @@ pub struct ItemName(String);
 impl ItemName {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let name = raw.trim();
-        if name.is_empty() {
-            return Err(field_error("name", "must not be empty"));
-        }
-        let chars = name.chars().count();
-        if chars > NAME_MAX_CHARS {
-            return Err(field_error(
-                "name",
-                format!("must be at most {NAME_MAX_CHARS} characters (got {chars})"),
-            ));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(field_error("name", "must not contain control characters"));
-        }
+        check_name_text(name)?;
         Ok(Self(name.to_owned()))
     }
 
@@ -307,6 +339,17 @@ pub fn etag(version: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_needles_refuse_control_characters_and_keep_spaces() {
+        assert_eq!(NameNeedle::parse(" a b ").unwrap().as_str(), " a b ");
+        for bad in ["", "ab\0cd", "\u{7}", "a\nb", "\u{85}"] {
+            let error = NameNeedle::parse(bad).unwrap_err();
+            assert_eq!(error.field, "name", "{bad:?}");
+        }
+        assert!(NameNeedle::parse(&"é".repeat(NAME_MAX_CHARS)).is_ok());
+        assert!(NameNeedle::parse(&"é".repeat(NAME_MAX_CHARS + 1)).is_err());
+    }
 
     #[test]
     fn names_are_trimmed_and_bounded() {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use platform::auth::ApiKeyVerifier;
 use platform::faults::{FaultApi, Faults};
-use platform::lifecycle::{BindError, HealthApi, Listeners, Readiness, ReadinessCheck};
+use platform::lifecycle::{
+    BindError, HealthApi, Listeners, LivenessCheck, Readiness, ReadinessCheck,
+};
 use poem::Endpoint;
 use poem_openapi::OpenApiService;
 
@@ -45,6 +47,7 @@ impl Application {
         let store = Store::connect(&StoreConfig {
             url: settings.database_url.expose().to_owned(),
             max_connections: settings.database_max_connections,
+            max_readers: settings.sqlite_max_readers,
             acquire_timeout: settings.database_acquire_timeout,
             idempotency_ttl: settings.idempotency_key_ttl,
             request_timeout: settings.server.request_timeout,
@@ -134,6 +137,19 @@ impl ReadinessCheck for DatabaseReachable {
     }
 }
 
+/// The store can still write: on SQLite, its writer thread runs.
+struct StoreAlive(Store);
+
+impl LivenessCheck for StoreAlive {
+    fn check(&self) -> Result<(), String> {
+        if self.0.is_alive() {
+            Ok(())
+        } else {
+            Err("the database writer has stopped".to_owned())
+        }
+    }
+}
+
 fn routes(
     settings: &Settings,
     store: &Store,
@@ -148,7 +164,8 @@ fn routes(
             ItemsApi::new(store.clone(), clock.clone(), writes),
             GreetingApi::new(settings.greeting.clone(), clock.clone()),
             SecretApi::new(settings.secret_message.clone()),
-            HealthApi::new(readiness, Some(Arc::new(DatabaseReachable(store.clone())))),
+            HealthApi::new(readiness, Some(Arc::new(DatabaseReachable(store.clone()))))
+                .with_liveness(Arc::new(StoreAlive(store.clone()))),
             FaultApi::new(faults.clone()),
         ),
         "meridian items",

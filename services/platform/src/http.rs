@@ -8,7 +8,7 @@
 //! or the server closed the connection), so no request escapes the metrics and the log.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,57 @@ impl Deadline {
     pub fn remaining(&self) -> Duration {
         self.0.saturating_duration_since(Instant::now())
     }
+}
+
+/// Whether a request's answer is still the deadline's to give, or bound to a write that has
+/// begun. A write that will commit must not be answered 503 at the deadline (the client would
+/// retry a write that happened), and a write answered 503 must never run: whichever of the
+/// deadline and the store claims the request first wins, atomically.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerCommitment(Arc<AtomicU8>);
+
+const ANSWER_OPEN: u8 = 0;
+const ANSWER_BOUND_TO_WRITE: u8 = 1;
+const ANSWER_EXPIRED: u8 = 2;
+
+impl AnswerCommitment {
+    /// Called by a store just before it runs the request's write: true if the write may run
+    /// (the request then waits for its outcome past the deadline), false if the request was
+    /// already answered 503 at its deadline.
+    pub fn bind_to_write(&self) -> bool {
+        match self.0.compare_exchange(
+            ANSWER_OPEN,
+            ANSWER_BOUND_TO_WRITE,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(state) => state == ANSWER_BOUND_TO_WRITE,
+        }
+    }
+
+    /// At the deadline: true if the request may be answered 503 (no write of it has begun).
+    fn expire(&self) -> bool {
+        match self.0.compare_exchange(
+            ANSWER_OPEN,
+            ANSWER_EXPIRED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(state) => state == ANSWER_EXPIRED,
+        }
+    }
+}
+
+tokio::task_local! {
+    static ANSWER: AnswerCommitment;
+}
+
+/// The commitment of the request served on this task; `None` outside a request (startup,
+/// background jobs), where no deadline answers for the write.
+pub fn current_answer_commitment() -> Option<AnswerCommitment> {
+    ANSWER.try_with(Clone::clone).ok()
 }
 
 /// Paths that are never shed, delayed or failed on purpose: probes must tell the truth
@@ -177,10 +228,14 @@ impl<E: Endpoint> Platform<E> {
         }
         req.extensions_mut()
             .insert(Deadline(Instant::now() + budget));
+        let answer = AnswerCommitment::default();
         // Boxed so that `timeout` moves a pointer, not the handler's large future.
-        match tokio::time::timeout(budget, Box::pin(self.handle(req, operational))).await {
+        let mut handler = Box::pin(ANSWER.scope(answer.clone(), self.handle(req, operational)));
+        match tokio::time::timeout(budget, &mut handler).await {
             Ok(response) => response,
-            Err(_elapsed) => deadline_exceeded(budget).into_response(),
+            Err(_elapsed) if answer.expire() => deadline_exceeded(budget).into_response(),
+            // A write of this request has begun: its outcome is the answer, however late.
+            Err(_elapsed) => handler.await,
         }
     }
 
@@ -753,6 +808,24 @@ fn payload_too_large(max_body_bytes: usize) -> Problem {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_request_is_either_answered_at_its_deadline_or_bound_to_its_write() {
+        let bound = AnswerCommitment::default();
+        assert!(bound.bind_to_write());
+        assert!(
+            bound.bind_to_write(),
+            "a second write of the same request also runs"
+        );
+        assert!(!bound.expire(), "a write has begun: no 503");
+
+        let expired = AnswerCommitment::default();
+        assert!(expired.expire());
+        assert!(
+            !expired.bind_to_write(),
+            "answered 503: the write must not run"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -87,6 +87,13 @@ pub trait ReadinessCheck: Send + Sync + 'static {
     fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
 }
 
+/// A check that decides liveness: whether the process can still serve at all (a worker it
+/// cannot serve without has died), so that restarting it is the cure.
+pub trait LivenessCheck: Send + Sync + 'static {
+    /// `Err` carries a reason safe to show to callers.
+    fn check(&self) -> Result<(), String>;
+}
+
 #[derive(Tags)]
 enum HealthTags {
     /// Liveness and readiness probes.
@@ -97,11 +104,22 @@ enum HealthTags {
 pub struct HealthApi {
     readiness: Readiness,
     check: Option<Arc<dyn ReadinessCheck>>,
+    liveness: Option<Arc<dyn LivenessCheck>>,
 }
 
 impl HealthApi {
     pub fn new(readiness: Readiness, check: Option<Arc<dyn ReadinessCheck>>) -> Self {
-        Self { readiness, check }
+        Self {
+            readiness,
+            check,
+            liveness: None,
+        }
+    }
+
+    /// Also fail `/healthz` when `check` fails.
+    pub fn with_liveness(mut self, check: Arc<dyn LivenessCheck>) -> Self {
+        self.liveness = Some(check);
+        self
     }
 }
 
@@ -114,10 +132,16 @@ enum HealthResponse {
 
 #[OpenApi(tag = "HealthTags::Health")]
 impl HealthApi {
-    /// Liveness: the process runs and serves HTTP. Restart it if this fails.
+    /// Liveness: the process runs and serves HTTP, and no worker it needs has died (503
+    /// then). Restart it if this fails.
     #[oai(path = "/healthz", method = "get")]
-    async fn healthz(&self) -> HealthResponse {
-        HealthResponse::Ok(Json(HealthStatus::ok()))
+    async fn healthz(&self) -> Result<HealthResponse, Problem> {
+        if let Some(check) = &self.liveness {
+            check.check().map_err(|reason| {
+                Problem::new(poem::http::StatusCode::SERVICE_UNAVAILABLE, reason)
+            })?;
+        }
+        Ok(HealthResponse::Ok(Json(HealthStatus::ok())))
     }
 
     /// Readiness: send traffic here. 503 while shutting down or while a dependency is down.
@@ -321,4 +345,39 @@ where
     // The exporter's blocking client must not be dropped on the async runtime.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem::test::TestClient;
+    use poem_openapi::OpenApiService;
+    use std::sync::atomic::AtomicBool;
+
+    struct Worker(Arc<AtomicBool>);
+
+    impl LivenessCheck for Worker {
+        fn check(&self) -> Result<(), String> {
+            if self.0.load(Ordering::Acquire) {
+                Ok(())
+            } else {
+                Err("the worker has stopped".into())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn liveness_fails_once_a_needed_worker_is_gone() {
+        let running = Arc::new(AtomicBool::new(true));
+        let api = HealthApi::new(Readiness::default(), None)
+            .with_liveness(Arc::new(Worker(Arc::clone(&running))));
+        let client =
+            TestClient::new(poem::Route::new().nest("/", OpenApiService::new(api, "t", "1")));
+        client.get("/healthz").send().await.assert_status_is_ok();
+        running.store(false, Ordering::Release);
+        let response = client.get("/healthz").send().await;
+        response.assert_status(poem::http::StatusCode::SERVICE_UNAVAILABLE);
+        let body = response.0.into_body().into_string().await.unwrap();
+        assert!(body.contains("the worker has stopped"), "{body}");
+    }
 }

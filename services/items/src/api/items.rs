@@ -15,7 +15,8 @@ use super::auth::WriteGuard;
 use super::strict_string::StrictString;
 use super::{ApiTags, parse_zone};
 use crate::domain::{
-    Description, IdempotencyKey, ItemFields, ItemName, ItemPatch, Precondition, Tag, Tags, etag,
+    Description, IdempotencyKey, ItemFields, ItemName, ItemPatch, NameNeedle, Precondition, Tag,
+    Tags, etag,
 };
 use crate::error::ApiError;
 use crate::local_time::{LocalClock, Rendered};
@@ -165,9 +166,10 @@ impl ItemBody {
 #[derive(Debug, Object)]
 struct ItemPage {
     items: Vec<ItemBody>,
-    /// Pass as `cursor` to get the next page; absent on the last page. A page filtered by a
-    /// `name` of one or two characters may hold fewer than `limit` items (even none) and
-    /// still have a cursor: it stopped after reading 5,000 items, so follow the cursor.
+    /// Pass as `cursor` to get the next page; absent on the last page. A page filtered by
+    /// `name` may hold fewer than `limit` items (even none) and still have a cursor: it
+    /// stopped after reading 5,000 items (or candidates from the name index), so follow the
+    /// cursor.
     #[oai(skip_serializing_if_is_none)]
     next_cursor: Option<String>,
 }
@@ -298,9 +300,11 @@ impl ItemsApi {
         cursor: Query<Option<String>>,
         /// Only items with this tag.
         tag: Query<Option<String>>,
-        /// Only items whose name contains this text (ignoring ASCII case; `%` and `_` are
-        /// literal). Three or more characters use an index; one or two read at most 5,000
-        /// items per page (see `next_cursor`).
+        /// Only items whose name contains this text, ignoring the case of ASCII letters
+        /// (other letters match only themselves, the same on both databases; `%` and `_` are
+        /// literal; control characters are refused with 422). Three or more characters use an
+        /// index; a page reads at most 5,000 items, or candidates from the index (see
+        /// `next_cursor`), and stops at the request's deadline (503).
         #[oai(validator(min_length = 1, max_length = 100))]
         name: Query<Option<String>>,
         /// Also render timestamps in this IANA zone (one call to timezones per page).
@@ -323,6 +327,12 @@ impl ItemsApi {
             .map(|t| Tag::parse(t, "tag"))
             .transpose()
             .map_err(ApiError::from)?;
+        let name = name
+            .0
+            .as_deref()
+            .map(NameNeedle::parse)
+            .transpose()
+            .map_err(ApiError::from)?;
         let zone = parse_zone(tz.0.as_deref())?;
         // One extra row tells whether another page exists.
         let page = self
@@ -331,7 +341,8 @@ impl ItemsApi {
                 limit: limit.0 + 1,
                 after,
                 tag,
-                name_contains: name.0,
+                name_contains: name,
+                deadline: Some(deadline.0.0),
             })
             .await
             .map_err(ApiError::from)?;

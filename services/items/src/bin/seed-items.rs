@@ -56,6 +56,7 @@ async fn main() -> std::process::ExitCode {
     let config = StoreConfig {
         url,
         max_connections: 2,
+        max_readers: 2,
         acquire_timeout: Duration::from_secs(30),
         idempotency_ttl: Duration::from_secs(86_400),
         // No request waits on seeding; a batch may take long on a busy database.

@@ -18,7 +18,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{Description, IdempotencyKey, ItemFields, ItemName, Precondition, Tag, Tags};
+use crate::domain::{
+    Description, IdempotencyKey, ItemFields, ItemName, NameNeedle, Precondition, Tag, Tags,
+};
 
 use self::postgres::PostgresStore;
 use self::sqlite::SqliteStore;
@@ -80,7 +82,10 @@ pub struct ListQuery {
     pub limit: u32,
     pub after: Option<Uuid>,
     pub tag: Option<Tag>,
-    pub name_contains: Option<String>,
+    pub name_contains: Option<NameNeedle>,
+    /// When the request's answer is due: SQLite stops reading at it (503) rather than finish
+    /// a page nobody will read while it holds a reader and a thread.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// One page of a list, and where it stopped reading when it stopped before filling up.
@@ -111,6 +116,10 @@ pub struct StoreConfig {
     pub url: String,
     /// PostgreSQL: the pool's size. SQLite: how many idle reader connections are kept.
     pub max_connections: u32,
+    /// SQLite: the most reader connections open at once; a read that finds them all busy
+    /// waits up to `acquire_timeout`, then is answered 503. (PostgreSQL: unused, the pool's
+    /// size caps it.)
+    pub max_readers: u32,
     /// How long a request waits for a connection (PostgreSQL) or for the writer (SQLite)
     /// before it is answered 503; shorter than the request deadline.
     pub acquire_timeout: Duration,
@@ -155,6 +164,15 @@ impl Store {
         }
     }
 
+    /// Whether the store can still serve writes at all: false once SQLite's writer thread
+    /// is gone (only a restart brings it back). For liveness; no I/O.
+    pub fn is_alive(&self) -> bool {
+        match self {
+            Self::Sqlite(s) => s.is_alive(),
+            Self::Postgres(_) => true,
+        }
+    }
+
     /// A round trip to the database, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
@@ -186,7 +204,7 @@ impl Store {
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
         match self {
-            Self::Sqlite(s) => s.get(id),
+            Self::Sqlite(s) => s.get(id).await,
             Self::Postgres(s) => s.get(id).await,
         }
     }
@@ -194,7 +212,7 @@ impl Store {
     /// Items in id (= creation) order, after the cursor, matching the filters.
     pub async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         match self {
-            Self::Sqlite(s) => s.list(query),
+            Self::Sqlite(s) => s.list(query).await,
             Self::Postgres(s) => s.list(query).await,
         }
     }
@@ -258,11 +276,13 @@ fn tag_list(tags: &Tags) -> Vec<String> {
     tags.iter().map(|t| t.as_str().to_owned()).collect()
 }
 
-/// The `LIKE` pattern both back ends check names against: today's semantics, kept exactly
-/// (lower-cased needle, `%`, `_` and `\` literal). The trigram indexes only narrow the rows
-/// this pattern is tried on.
+/// The `LIKE` pattern both back ends check names against: ASCII letters in either case,
+/// every other character only itself (`%`, `_` and `\` literal). Both compare it with an
+/// ASCII-folded name (SQLite's `LIKE` folds ASCII only; PostgreSQL folds the name with
+/// `translate`, as its `LOWER` follows the locale), so one needle finds the same items on
+/// both. The trigram indexes fold more than ASCII, so they only narrow the rows it is tried on.
 fn name_pattern(needle: &str) -> String {
-    let lowered = needle.to_lowercase();
+    let lowered = needle.to_ascii_lowercase();
     let escaped = lowered
         .replace('\\', "\\\\")
         .replace('%', "\\%")
@@ -379,6 +399,7 @@ mod tests {
     #[test]
     fn like_wildcards_in_user_input_are_literal() {
         assert_eq!(name_pattern("50%_Off\\"), "%50\\%\\_off\\\\%");
+        assert_eq!(name_pattern("ÉCOLE"), "%École%");
     }
 
     #[test]

@@ -220,6 +220,8 @@ impl PostgresStore {
         let budget = i64::from(SCAN_BUDGET);
         let tag = query.tag.as_ref().map(|t| t.as_str());
         let needle = query.name_contains.as_deref();
+        // `LOWER(name) LIKE LOWER(pattern)` lets the trigram index on `LOWER(name)` narrow
+        // the rows; `translate` then folds ASCII only, the filter both back ends share.
         let pattern = needle.map(name_pattern);
         let short = needle.is_some_and(|n| !uses_trigram_index(n));
         // A short needle (no trigram) reads a window of at most SCAN_BUDGET rows: first the
@@ -264,7 +266,9 @@ impl PostgresStore {
                     "SELECT i.id, i.name, i.description, i.tags, i.version, i.created_at, \
                      i.updated_at FROM item_tags t JOIN items i ON i.id = t.item_id \
                      WHERE t.tag = $1 AND t.item_id > $2 \
-                     AND ($5::text IS NULL OR t.item_id <= $5) AND LOWER(i.name) LIKE $3 \
+                     AND ($5::text IS NULL OR t.item_id <= $5) AND LOWER(i.name) LIKE LOWER($3) \
+                     AND translate(i.name, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', \
+                     'abcdefghijklmnopqrstuvwxyz') LIKE $3 \
                      ORDER BY t.item_id LIMIT $4",
                 )
                 .bind(tag)
@@ -279,7 +283,8 @@ impl PostgresStore {
                 sqlx::query_as::<_, RowTuple>(
                     "SELECT id, name, description, tags, version, created_at, updated_at \
                      FROM items WHERE id > $1 AND ($4::text IS NULL OR id <= $4) \
-                     AND LOWER(name) LIKE $2 ORDER BY id LIMIT $3",
+                     AND LOWER(name) LIKE LOWER($2) AND translate(name, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', \
+                     'abcdefghijklmnopqrstuvwxyz') LIKE $2 ORDER BY id LIMIT $3",
                 )
                 .bind(&after)
                 .bind(pattern)
@@ -293,7 +298,9 @@ impl PostgresStore {
                     "SELECT i.id, i.name, i.description, i.tags, i.version, i.created_at, \
                      i.updated_at FROM item_tags t JOIN items i ON i.id = t.item_id \
                      WHERE t.tag = $1 AND t.item_id > $2 \
-                     AND ($3::text IS NULL OR LOWER(i.name) LIKE $3) \
+                     AND ($3::text IS NULL OR (LOWER(i.name) LIKE LOWER($3) \
+                     AND translate(i.name, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', \
+                     'abcdefghijklmnopqrstuvwxyz') LIKE $3)) \
                      ORDER BY t.item_id LIMIT $4",
                 )
                 .bind(tag)
@@ -307,7 +314,9 @@ impl PostgresStore {
             (None, Some(pattern)) => {
                 sqlx::query_as::<_, RowTuple>(
                     "SELECT id, name, description, tags, version, created_at, updated_at \
-                     FROM items WHERE LOWER(name) LIKE $1 AND id > $2 ORDER BY id LIMIT $3",
+                     FROM items WHERE LOWER(name) LIKE LOWER($1) AND translate(name, \
+                     'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') LIKE $1 \
+                     AND id > $2 ORDER BY id LIMIT $3",
                 )
                 .bind(pattern)
                 .bind(&after)

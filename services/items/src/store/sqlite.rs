@@ -1,21 +1,25 @@
 //! The embedded back end: one SQLite file through rusqlite.
 //!
-//! - Reads run on the calling thread, on a connection taken from a small pool of idle readers,
+//! - Reads run on the calling thread, on a connection taken from a small pool of idle readers
+//!   (at most `max_readers` open at once; past that a read waits, then is answered 503),
 //!   with statements prepared once per connection. WAL readers never wait for the writer, so a
 //!   point read is a few microseconds of SQLite and no thread hand-off. Page queries, which can
 //!   touch more rows, run in `block_in_place` so the runtime moves other tasks off this thread.
 //! - Every write goes to one writer thread, which owns the only writing connection (SQLite
 //!   allows one writer at a time anyway). It takes whatever writes are queued, up to
 //!   `MAX_BATCH`, and commits them in one transaction, each in its own savepoint, answering
-//!   each only after the commit. WAL with `synchronous = NORMAL` keeps every committed write
+//!   each only after the commit. A write that rolls back the whole transaction is answered
+//!   its error and the batch's other writes run again in a fresh one. WAL with `synchronous = NORMAL` keeps every committed write
 //!   across a process kill (SIGKILL); only an OS crash or power loss can drop the last commits.
 //! - The writer keeps the item count, so the `items_count` gauge costs nothing.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use platform::http::{AnswerCommitment, current_answer_commitment};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -64,10 +68,16 @@ const PAGE_BY_TAG: &str = "SELECT i.id, i.name, i.description, i.tags, i.version
      i.created_at, i.updated_at FROM item_tags t JOIN items i ON i.seq = t.seq \
      WHERE t.tag = ?1 AND t.seq >= ?2 AND (?3 IS NULL OR i.name LIKE ?3 ESCAPE '\\') \
      ORDER BY t.seq LIMIT ?4";
-/// The trigram index drives; `?5` (a tag) narrows further when given.
+/// The trigram index drives; `?5` (a tag) narrows further when given. The index only finds
+/// candidates, which the tag or the exact `LIKE` (folding less than FTS5 does) may all refuse,
+/// so it too reads a window of at most `SCAN_BUDGET` candidates, up to `?6`.
+const SCAN_END_BY_NAME: &str = "SELECT i.seq, i.id FROM item_names JOIN items i \
+     ON i.seq = item_names.rowid WHERE item_names MATCH ?1 AND item_names.rowid >= ?2 \
+     ORDER BY item_names.rowid LIMIT 1 OFFSET ?3";
 const PAGE_BY_NAME: &str = "SELECT i.id, i.name, i.description, i.tags, i.version, \
      i.created_at, i.updated_at FROM item_names JOIN items i ON i.seq = item_names.rowid \
-     WHERE item_names MATCH ?1 AND item_names.rowid >= ?2 AND i.name LIKE ?3 ESCAPE '\\' \
+     WHERE item_names MATCH ?1 AND item_names.rowid >= ?2 AND item_names.rowid <= ?6 \
+     AND i.name LIKE ?3 ESCAPE '\\' \
      AND (?5 IS NULL OR EXISTS (SELECT 1 FROM item_tags t WHERE t.tag = ?5 AND t.seq = i.seq)) \
      ORDER BY item_names.rowid LIMIT ?4";
 
@@ -81,6 +91,10 @@ struct Inner {
     busy_timeout: Duration,
     readers: Mutex<Vec<Connection>>,
     max_idle_readers: usize,
+    /// One permit per reader connection that may be open: without a cap, every read that
+    /// found no idle reader opened another, so a burst of slow scans opened connections (and
+    /// their page caches) without bound.
+    reader_slots: tokio::sync::Semaphore,
     writes: mpsc::Sender<Command>,
     acquire_timeout: Duration,
     count: Arc<AtomicI64>,
@@ -89,6 +103,20 @@ struct Inner {
 struct Command {
     op: Op,
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
+    /// The request this write answers, if any: the writer binds it before running the write.
+    answer: Option<AnswerCommitment>,
+}
+
+impl Command {
+    /// False when the write must not run: its request was answered at its deadline, or its
+    /// caller is gone. Otherwise the request now waits for this write's outcome.
+    fn may_run(&self) -> bool {
+        !self.reply.is_closed()
+            && self
+                .answer
+                .as_ref()
+                .is_none_or(AnswerCommitment::bind_to_write)
+    }
 }
 
 enum Op {
@@ -151,7 +179,8 @@ impl SqliteStore {
                 path,
                 busy_timeout,
                 readers: Mutex::new(Vec::new()),
-                max_idle_readers: config.max_connections as usize,
+                max_idle_readers: config.max_connections.min(config.max_readers) as usize,
+                reader_slots: tokio::sync::Semaphore::new(config.max_readers as usize),
                 writes,
                 acquire_timeout: config.acquire_timeout,
                 count,
@@ -163,8 +192,12 @@ impl SqliteStore {
         self.inner.count.load(Ordering::Relaxed)
     }
 
+    pub fn is_alive(&self) -> bool {
+        !self.inner.writes.is_closed()
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
-        if self.inner.writes.is_closed() {
+        if !self.is_alive() {
             return Err(StoreError::Unavailable(
                 "the SQLite writer has stopped".into(),
             ));
@@ -173,9 +206,10 @@ impl SqliteStore {
             conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
             Ok(())
         })
+        .await
     }
 
-    pub fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
+    pub async fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
         let mut buffer = Uuid::encode_buffer();
         let id = id.hyphenated().encode_lower(&mut buffer);
         self.read(|conn| {
@@ -185,10 +219,14 @@ impl SqliteStore {
                 .map(ItemRow::into_item)
                 .transpose()
         })
+        .await
     }
 
-    pub fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        let run = || self.read(|conn| list_page(conn, query));
+    pub async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let _slot = self.reader_slot().await?;
+        let run = || {
+            self.read_now(|conn| until_deadline(conn, query.deadline, || list_page(conn, query)))
+        };
         // Index-driven pages read about `limit` rows: inline, like a point read. A short
         // needle reads up to SCAN_BUDGET rows (a few milliseconds), so the runtime first moves
         // this thread's other tasks elsewhere.
@@ -270,7 +308,11 @@ impl SqliteStore {
         let (reply, answer) = oneshot::channel();
         let queued = tokio::time::timeout(
             self.inner.acquire_timeout,
-            self.inner.writes.send(Command { op, reply }),
+            self.inner.writes.send(Command {
+                op,
+                reply,
+                answer: current_answer_commitment(),
+            }),
         )
         .await;
         match queued {
@@ -291,8 +333,33 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
     }
 
-    /// Runs `f` on an idle reader (opening one if none is idle) on this thread.
-    fn read<T>(
+    /// Runs `f` on a reader, once one of the `max_readers` is free.
+    async fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _slot = self.reader_slot().await?;
+        self.read_now(f)
+    }
+
+    /// Leave to hold a reader connection, waiting up to the acquire timeout for one.
+    async fn reader_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        let slots = &self.inner.reader_slots;
+        match tokio::time::timeout(self.inner.acquire_timeout, slots.acquire()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(_closed)) => Err(StoreError::Unavailable(
+                "the SQLite readers are closed".into(),
+            )),
+            Err(_elapsed) => Err(StoreError::Unavailable(
+                "every SQLite reader (SQLITE_MAX_READERS) stayed busy past the acquire timeout"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Runs `f` on an idle reader (opening one if none is idle) on this thread; the caller
+    /// holds a reader slot.
+    fn read_now<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -324,6 +391,28 @@ impl SqliteStore {
     }
 }
 
+/// How many SQLite VM instructions run between two looks at the clock while a page is read
+/// (a few microseconds of work).
+const DEADLINE_CHECK_OPS: std::ffi::c_int = 4_096;
+
+/// Runs `f` with SQLite interrupting its statement once `deadline` has passed (the read then
+/// fails as Unavailable: 503): a synchronous page read cannot be dropped at the deadline like
+/// a future, and would otherwise go on holding a thread and a reader for an answer nobody
+/// reads.
+fn until_deadline<T>(
+    conn: &Connection,
+    deadline: Option<Instant>,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let Some(deadline) = deadline else {
+        return f();
+    };
+    conn.progress_handler(DEADLINE_CHECK_OPS, Some(move || Instant::now() >= deadline))?;
+    let result = f();
+    conn.progress_handler(0, None::<fn() -> bool>)?;
+    result
+}
+
 /// One page: the index that narrows the rows most drives the query, in seq (= id) order, and
 /// stops after `limit` rows (or, for a short needle, after `SCAN_BUDGET` rows read).
 fn list_page(conn: &Connection, query: &ListQuery) -> Result<Page, StoreError> {
@@ -353,8 +442,20 @@ fn list_page(conn: &Connection, query: &ListQuery) -> Result<Page, StoreError> {
         (tag, Some(needle)) if uses_trigram_index(needle) => {
             // The needle as one FTS5 phrase: its trigrams, consecutive.
             let phrase = format!("\"{}\"", needle.replace('"', "\"\""));
+            let end = conn
+                .prepare_cached(SCAN_END_BY_NAME)?
+                .query_row(params![phrase, from_seq, budget - 1], window_end)
+                .optional()?;
+            let last_seq = end.as_ref().map_or(i64::MAX, |(seq, _)| *seq);
             let mut statement = conn.prepare_cached(PAGE_BY_NAME)?;
-            collect(statement.query_map(params![phrase, from_seq, pattern, limit, tag], item_row)?)?
+            let rows = collect(statement.query_map(
+                params![phrase, from_seq, pattern, limit, tag, last_seq],
+                item_row,
+            )?)?;
+            scan_end = end
+                .filter(|_| (rows.len() as i64) < limit)
+                .map(|(_, id)| id);
+            rows
         }
         (Some(tag), Some(_short)) => {
             let end = conn
@@ -455,7 +556,13 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
-                self.commit_batch(batch);
+                // A panic outside a single write (each is caught in `run_transaction`) drops
+                // this batch's replies, which answers its writes 503, and leaves the writer
+                // serving the next batches; the transaction rolls back as it unwinds.
+                let run = std::panic::catch_unwind(AssertUnwindSafe(|| self.commit_batch(batch)));
+                if run.is_err() {
+                    tracing::error!("the SQLite writer panicked while committing a batch");
+                }
             }
             if closed_by.is_some() {
                 break;
@@ -476,44 +583,108 @@ impl Writer {
         }
     }
 
+    /// Runs a batch in one transaction, each write in its own savepoint, and answers each
+    /// write after the commit. A write that rolls back the whole transaction (a trigger's
+    /// `RAISE(ROLLBACK)`, IOERR, FULL, NOMEM) took the batch's earlier writes with it: it is
+    /// answered its error, and the others run again in a new transaction.
     fn commit_batch(&mut self, batch: Vec<Command>) {
-        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|c| (c.op, c.reply)).unzip();
-        let mut results = Vec::with_capacity(ops.len());
-        let (conn, last_id, ttl_micros) = (&mut self.conn, &mut self.last_id, self.ttl_micros);
-        let committed = (|| -> rusqlite::Result<i64> {
-            // IMMEDIATE takes the write lock now, waiting up to the busy timeout if another
-            // process holds it.
-            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut added = 0;
-            for op in ops {
-                let savepoint = tx.savepoint()?;
-                let result = apply(&savepoint, op, last_id, ttl_micros);
-                if result.is_ok() {
-                    savepoint.commit()?;
+        // Answers decided for good before a commit: writes not run, and writes that rolled
+        // the transaction back.
+        let mut settled: Vec<Option<Result<Outcome, StoreError>>> =
+            batch.iter().map(|_| None).collect();
+        loop {
+            match self.run_transaction(&batch, &mut settled) {
+                Ok(Attempt::Committed { results, added }) => {
+                    self.count.fetch_add(added, Ordering::Relaxed);
+                    for ((command, settled), result) in batch.into_iter().zip(settled).zip(results)
+                    {
+                        if let Some(answer) = settled.or(result) {
+                            let _ = command.reply.send(answer);
+                        }
+                    }
+                    return;
                 }
-                if let Ok((_, delta)) = &result {
-                    added += delta;
-                }
-                results.push(result.map(|(outcome, _)| outcome));
-            }
-            tx.commit()?;
-            Ok(added)
-        })();
-        match committed {
-            Ok(added) => {
-                self.count.fetch_add(added, Ordering::Relaxed);
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "SQLite transaction failed");
-                for reply in replies {
-                    let _ = reply.send(Err(batch_failed(&e)));
+                Ok(Attempt::RolledBack) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "SQLite transaction failed");
+                    for (command, settled) in batch.into_iter().zip(settled) {
+                        let answer = settled.unwrap_or_else(|| Err(batch_failed(&e)));
+                        let _ = command.reply.send(answer);
+                    }
+                    return;
                 }
             }
         }
     }
+
+    /// One transaction over the writes of `batch` not yet settled.
+    fn run_transaction(
+        &mut self,
+        batch: &[Command],
+        settled: &mut [Option<Result<Outcome, StoreError>>],
+    ) -> rusqlite::Result<Attempt> {
+        let (conn, last_id, ttl_micros) = (&mut self.conn, &mut self.last_id, self.ttl_micros);
+        // IMMEDIATE takes the write lock now, waiting up to the busy timeout if another
+        // process holds it.
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        let mut added = 0;
+        for (command, settled) in batch.iter().zip(settled.iter_mut()) {
+            if settled.is_some() {
+                results.push(None);
+                continue;
+            }
+            // Only now, with the write lock held, is the write sure to run at once: a write
+            // still waiting for the lock stays the deadline's to answer.
+            if !command.may_run() {
+                *settled = Some(Err(StoreError::Unavailable(
+                    "the request's deadline passed before its write ran".into(),
+                )));
+                results.push(None);
+                continue;
+            }
+            let savepoint = tx.savepoint()?;
+            // A panic in one write (a bug, or the caller's change function) fails that write
+            // alone; its savepoint rolls back below like any failed write's.
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                apply(&savepoint, &command.op, last_id, ttl_micros)
+            }))
+            .unwrap_or_else(|_| {
+                tracing::error!("an SQLite write panicked");
+                Err(StoreError::Database("the write panicked".into()))
+            });
+            if savepoint.is_autocommit() {
+                // The whole transaction is gone, not just this savepoint: without this check
+                // the next write's SAVEPOINT would open a transaction of its own and its
+                // RELEASE commit it, and the final COMMIT fail for writes that were stored.
+                *settled = Some(Err(result.err().unwrap_or_else(|| {
+                    StoreError::Database("the write transaction was rolled back".into())
+                })));
+                return Ok(Attempt::RolledBack);
+            }
+            if result.is_ok() {
+                savepoint.commit()?;
+            }
+            if let Ok((_, delta)) = &result {
+                added += delta;
+            }
+            results.push(Some(result.map(|(outcome, _)| outcome)));
+        }
+        tx.commit()?;
+        Ok(Attempt::Committed { results, added })
+    }
+}
+
+/// How one transaction over a batch ended.
+enum Attempt {
+    /// Committed: each write's answer (`None` for writes settled beforehand) and how the item
+    /// count changed.
+    Committed {
+        results: Vec<Option<Result<Outcome, StoreError>>>,
+        added: i64,
+    },
+    /// One write rolled the whole transaction back; it is settled, the rest must run again.
+    RolledBack,
 }
 
 /// What each write of a batch answers when the batch's transaction failed.
@@ -529,14 +700,14 @@ fn batch_failed(e: &rusqlite::Error) -> StoreError {
 /// One write, inside its savepoint. Returns the answer and how it changed the item count.
 fn apply(
     conn: &Connection,
-    op: Op,
+    op: &Op,
     last_id: &mut Uuid,
     ttl_micros: i64,
 ) -> Result<(Outcome, i64), StoreError> {
     let now = now_micros();
     match op {
         Op::Create { fields, key } => {
-            if let Some(key) = &key {
+            if let Some(key) = key {
                 let remembered = conn
                     .prepare_cached(
                         "SELECT request, item_id, created_at FROM idempotency_keys WHERE key = ?1",
@@ -551,7 +722,7 @@ fn apply(
                     .optional()?;
                 match remembered {
                     Some((request, item_id, at)) if at > now - ttl_micros => {
-                        return if request == fingerprint(&fields) {
+                        return if request == fingerprint(fields) {
                             Ok((Outcome::Created(replayed_item(&item_id, &request, at)?), 0))
                         } else {
                             Err(StoreError::IdempotencyKeyReused)
@@ -564,15 +735,15 @@ fn apply(
                     None => {}
                 }
             }
-            let item = insert(conn, &fields, now, last_id)?;
-            if let Some(key) = &key {
+            let item = insert(conn, fields, now, last_id)?;
+            if let Some(key) = key {
                 conn.prepare_cached(
                     "INSERT INTO idempotency_keys (key, request, item_id, created_at) \
                      VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![
                     key.as_str(),
-                    fingerprint(&fields),
+                    fingerprint(fields),
                     item.id.to_string(),
                     now
                 ])?;
@@ -584,7 +755,7 @@ fn apply(
             Ok((Outcome::Created(created), 1))
         }
         Op::CreateMany(batch) => {
-            for fields in &batch {
+            for fields in batch {
                 insert(conn, fields, now, last_id)?;
             }
             let n = batch.len() as i64;
@@ -595,7 +766,7 @@ fn apply(
             precondition,
             change,
         } => {
-            let (seq, current) = current(conn, id)?;
+            let (seq, current) = current(conn, *id)?;
             if !precondition.allows(current.version) {
                 return Err(StoreError::PreconditionFailed);
             }
@@ -632,7 +803,7 @@ fn apply(
             Ok((Outcome::Updated(item), 0))
         }
         Op::Delete { id, precondition } => {
-            let (seq, current) = current(conn, id)?;
+            let (seq, current) = current(conn, *id)?;
             if !precondition.allows(current.version) {
                 return Err(StoreError::PreconditionFailed);
             }
@@ -762,7 +933,11 @@ fn open_connection(
 /// Version 1 is the schema of the first release (made by sqlx's migrator, which left
 /// `_sqlx_migrations` behind and no `user_version`).
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    // The version is read under the lock: a process that read it before waiting for the lock
+    // would migrate again what the process holding the lock had just migrated (and fail), or
+    // take a schema a newer build wrote meanwhile for its own.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let mut version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::Setup(format!(
             "the SQLite file has schema version {version}, newer than this build's \
@@ -772,7 +947,6 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     if version == 0 {
         let has_items: bool = tx.query_row(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items')",
@@ -820,9 +994,14 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// A read stopped at its request's deadline (`until_deadline`).
+fn is_interrupted(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted)
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        if is_busy(&e) {
+        if is_busy(&e) || is_interrupted(&e) {
             StoreError::Unavailable(Box::new(e))
         } else {
             StoreError::Database(Box::new(e))
@@ -833,6 +1012,81 @@ impl From<rusqlite::Error> for StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store with one reader, on a new file in a directory of its own.
+    async fn store_in_temp_dir(what: &str, acquire_timeout: Duration) -> (SqliteStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("meridian-{what}-{}", Uuid::now_v7()));
+        let store = SqliteStore::open(&StoreConfig {
+            url: format!("sqlite://{}/items.db", dir.display()),
+            max_connections: 1,
+            max_readers: 1,
+            acquire_timeout,
+            idempotency_ttl: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        (store, dir)
+    }
+
+    /// With every reader slot held (here by a read that waits for the test), the next read
+    /// opens no further connection: it waits the acquire timeout and is answered Unavailable
+    /// (503), and reads go on once a slot frees.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_past_the_reader_cap_wait_then_are_unavailable() {
+        let (store, dir) = store_in_temp_dir("readers", Duration::from_millis(200)).await;
+        let (reading, started) = oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .read(move |_| {
+                        let _ = reading.send(());
+                        let _ = released.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        started.await.unwrap();
+        let refused = store.get(Uuid::nil()).await;
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable(_))),
+            "{refused:?}"
+        );
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        assert!(store.get(Uuid::nil()).await.unwrap().is_none());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A page read past its deadline is interrupted inside SQLite and answered Unavailable;
+    /// the same read without one completes, on the same connection.
+    #[tokio::test]
+    async fn a_page_read_stops_at_its_deadline() {
+        let (store, dir) = store_in_temp_dir("deadline", Duration::from_secs(5)).await;
+        let fields: Vec<ItemFields> = (0..3_000)
+            .map(|i| ItemFields::parse(&format!("item {i}"), None, &[]).unwrap())
+            .collect();
+        store.create_many(fields).await.unwrap();
+        let query = |deadline| ListQuery {
+            limit: 10,
+            name_contains: Some(crate::domain::NameNeedle::parse("zq").unwrap()),
+            deadline,
+            ..ListQuery::default()
+        };
+        let past = Instant::now() - Duration::from_millis(1);
+        let late = store.list(&query(Some(past))).await;
+        assert!(matches!(late, Err(StoreError::Unavailable(_))), "{late:?}");
+        let page = store.list(&query(None)).await.unwrap();
+        assert!(page.items.is_empty());
+        let far = Instant::now() + Duration::from_secs(60);
+        store.list(&query(Some(far))).await.unwrap();
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn sqlite_urls_name_a_file_and_create_its_directory() {

@@ -15,6 +15,8 @@ on_both_databases!(
     tag_and_name_filters_combine,
     filters_follow_puts_patches_and_deletes,
     a_cursor_whose_item_was_deleted_continues_after_it,
+    name_filter_folds_ascii_case_alike_on_both_databases,
+    a_name_filter_with_control_characters_is_refused_as_invalid,
 );
 
 /// Every item of `GET /v1/items` with these query parameters, following `next_cursor` with
@@ -514,5 +516,50 @@ async fn a_cursor_whose_item_was_deleted_continues_after_it(db: Db) {
     for filter in filters {
         let after = page(format!("{filter}limit=2&cursor={last}")).await;
         assert_eq!(after, json!({"items": []}), "{filter}");
+    }
+}
+
+/// The name filter folds ASCII letters only, on both databases alike: a needle finds the name
+/// as written, whatever the ASCII case, and non-ASCII letters match only themselves.
+async fn name_filter_folds_ascii_case_alike_on_both_databases(db: Db) {
+    let app = spawn_app(db).await;
+    for name in ["ÉCOLE", "école", "Ecole", "ÉCOLE ÉTÉ"] {
+        app.create(json!({ "name": name })).await;
+    }
+    let names = |items: Vec<Value>| -> Vec<String> {
+        items
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (needle, expected) in [
+        ("ÉCOLE", vec!["ÉCOLE", "ÉCOLE ÉTÉ"]),
+        ("École", vec!["ÉCOLE", "ÉCOLE ÉTÉ"]),
+        ("école", vec!["école"]),
+        ("ECOLE", vec!["Ecole"]),
+        ("cole", vec!["ÉCOLE", "école", "Ecole", "ÉCOLE ÉTÉ"]),
+        ("ÉT", vec!["ÉCOLE ÉTÉ"]),
+        ("été", vec![]),
+    ] {
+        assert_eq!(
+            names(list_all(&app, &[("name", needle)], 10).await),
+            expected,
+            "?name={needle}"
+        );
+    }
+}
+
+/// A needle no name can contain (control characters, NUL among them) is refused as a
+/// validation problem, like a malformed `?tag=`, before it reaches the database.
+async fn a_name_filter_with_control_characters_is_refused_as_invalid(db: Db) {
+    let app = spawn_app(db).await;
+    app.create(json!({"name": "abcd"})).await;
+    for raw in ["ab%00cd", "%00", "ab%07", "ab%0Acd", "%C2%85x"] {
+        let response = app.get(&format!("/v1/items?name={raw}")).await;
+        let problem = crate::helpers::expect_problem(response, 422).await;
+        assert_eq!(
+            problem["errors"][0]["field"], "name",
+            "?name={raw}: {problem}"
+        );
     }
 }

@@ -474,3 +474,13 @@ pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
     body
 }
+
+/// The names of a page's items, in order.
+pub fn item_names(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .expect("items is a list")
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect()
+}

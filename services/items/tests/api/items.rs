@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{API_KEY, Db, expect_problem, spawn_app};
+use crate::helpers::{API_KEY, Db, expect_problem, item_names, spawn_app};
 use crate::on_both_databases;
 
 on_both_databases!(
@@ -201,14 +201,7 @@ async fn list_filters_by_tag_and_name(db: Db) {
         .await;
     app.create(json!({"name": "100% cotton", "tags": []})).await;
 
-    let names = |page: &Value| -> Vec<String> {
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let names = item_names;
     let (_, red) = app.get_json("/v1/items?tag=red").await;
     assert_eq!(
         names(&red),

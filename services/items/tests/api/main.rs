@@ -20,3 +20,4 @@ mod resilience;
 mod scan_budget;
 mod secret;
 mod service;
+mod write_outcomes;

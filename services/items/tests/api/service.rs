@@ -77,6 +77,7 @@ async fn the_app_stops_cleanly_and_keeps_its_data() {
     let reopened = items::store::Store::connect(&items::store::StoreConfig {
         url: db.url.clone(),
         max_connections: 1,
+        max_readers: 1,
         acquire_timeout: std::time::Duration::from_secs(1),
         idempotency_ttl: std::time::Duration::from_secs(60),
         request_timeout: std::time::Duration::from_secs(5),
