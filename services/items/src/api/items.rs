@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use platform::Problem;
+use platform::Errors;
 use platform::http::RequestId;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
@@ -12,10 +12,12 @@ use platform::auth::ApiKeyAuth;
 use platform::http::Deadline;
 
 use super::auth::WriteGuard;
-use super::strict_string::StrictString;
+use super::errors::{CreateErrors, DeleteErrors, ListErrors, ReadErrors, UpdateErrors};
+use super::strict_string::{StrictList, StrictString};
 use super::{ApiTags, parse_zone};
 use crate::domain::{
-    Description, IdempotencyKey, ItemFields, ItemName, ItemPatch, Precondition, Tag, Tags, etag,
+    DESCRIPTION_MAX_CHARS, Description, IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey, ItemFields,
+    ItemName, ItemPatch, NAME_MAX_CHARS, Precondition, TAG_MAX_CHARS, TAGS_MAX, Tag, Tags, etag,
 };
 use crate::error::ApiError;
 use crate::local_time::{LocalClock, Rendered};
@@ -26,6 +28,22 @@ pub struct ItemsApi {
     clock: LocalClock,
     writes: WriteGuard,
 }
+
+type Name = StrictString<NAME_MAX_CHARS>;
+type DescriptionText = StrictString<DESCRIPTION_MAX_CHARS>;
+type TagList = StrictList<StrictString<TAG_MAX_CHARS>, TAGS_MAX>;
+/// A quoted key: the domain's limit plus its two quotes.
+type IdempotencyKeyText = StrictString<{ IDEMPOTENCY_KEY_MAX_CHARS + 2 }>;
+/// Item ids and cursors: the longest text `Uuid::parse_str` takes is the `urn:uuid:` form.
+type UuidText = StrictString<45>;
+/// `ZoneName::parse` takes 1–64 bytes.
+type ZoneText = StrictString<64>;
+/// `/v1/items/` and a hyphenated UUID.
+type LocationText = StrictString<46>;
+/// A version (a positive `i64`, at most 19 digits) in quotes.
+type EtagText = StrictString<21>;
+/// `timezones-unavailable` or `timezones-circuit-open`.
+pub(super) type DegradedText = StrictString<22>;
 
 impl ItemsApi {
     pub fn new(store: Store, clock: LocalClock, writes: WriteGuard) -> Self {
@@ -41,23 +59,24 @@ impl ItemsApi {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 struct ItemInput {
-    /// 1–100 characters; surrounding spaces are trimmed.
-    name: StrictString,
+    /// 1–100 characters; surrounding spaces are trimmed first.
+    name: Name,
     /// Up to 2000 characters.
-    description: Option<StrictString>,
-    /// Up to 10 tags of 1–32 characters: a-z, 0-9 and `-` (upper case is lowered).
+    description: Option<DescriptionText>,
+    /// Up to 10 tags of 1–32 characters: a-z, 0-9 and `-` (upper case is lowered, surrounding
+    /// spaces trimmed and duplicates dropped first).
     #[oai(default)]
-    tags: Vec<StrictString>,
+    tags: TagList,
 }
 
-fn strings(values: &[StrictString]) -> Vec<String> {
+fn strings<const MAX: usize>(values: &[StrictString<MAX>]) -> Vec<String> {
     values.iter().map(|v| v.0.clone()).collect()
 }
 
 impl ItemInput {
     fn parse(&self) -> Result<ItemFields, ApiError> {
         let description = self.description.as_ref().map(|d| d.0.as_str());
-        ItemFields::parse(&self.name.0, description, &strings(&self.tags))
+        ItemFields::parse(&self.name.0, description, &strings(&self.tags.0))
             .map_err(ApiError::Validation)
     }
 }
@@ -66,9 +85,12 @@ impl ItemInput {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 struct ItemPatchInput {
-    name: Option<StrictString>,
-    description: MaybeUndefined<StrictString>,
-    tags: Option<Vec<StrictString>>,
+    /// As in `ItemInput`.
+    name: Option<Name>,
+    /// As in `ItemInput`; `null` removes it.
+    description: MaybeUndefined<DescriptionText>,
+    /// As in `ItemInput`; replaces all the tags.
+    tags: Option<TagList>,
 }
 
 impl ItemPatchInput {
@@ -93,8 +115,8 @@ impl ItemPatchInput {
         };
         let tags = self
             .tags
-            .as_deref()
-            .map(|t| Tags::parse(&strings(t)))
+            .as_ref()
+            .map(|t| Tags::parse(&strings(&t.0)))
             .transpose()
             .map_err(|e| errors.extend(e))
             .ok()
@@ -115,10 +137,16 @@ impl ItemPatchInput {
 #[derive(Debug, Object)]
 struct LocalTimes {
     /// The IANA zone asked for, or the fallback offset used.
+    #[oai(validator(max_length = 64))]
     zone: String,
+    /// RFC 3339, with the zone's offset.
+    #[oai(validator(max_length = 40))]
     created_at: String,
+    /// RFC 3339, with the zone's offset.
+    #[oai(validator(max_length = 40))]
     updated_at: String,
     /// `timezones`, or `fallback` when the timezones service was unavailable.
+    #[oai(validator(max_length = 9))]
     source: String,
     /// True when rendered at the fallback `TIMEZONE_OFFSET` instead of the zone asked for.
     degraded: bool,
@@ -128,12 +156,15 @@ struct LocalTimes {
 #[oai(rename = "Item")]
 struct ItemBody {
     /// UUIDv7: ids sort in creation order.
+    #[oai(validator(max_length = 36))]
     id: String,
+    #[oai(validator(max_length = 100))]
     name: String,
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(skip_serializing_if_is_none, validator(max_length = 2000))]
     description: Option<String>,
-    tags: Vec<String>,
+    tags: TagList,
     /// Increases by one on every change; the `ETag` is this number in quotes.
+    #[oai(validator(minimum(value = "1"), maximum(value = "9223372036854775807")))]
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -148,12 +179,13 @@ impl ItemBody {
             id: item.id.to_string(),
             name: item.fields.name.as_str().to_owned(),
             description: item.fields.description.map(|d| d.as_str().to_owned()),
-            tags: item
-                .fields
-                .tags
-                .iter()
-                .map(|t| t.as_str().to_owned())
-                .collect(),
+            tags: StrictList(
+                item.fields
+                    .tags
+                    .iter()
+                    .map(|t| StrictString(t.as_str().to_owned()))
+                    .collect(),
+            ),
             version: item.version,
             created_at: item.created_at,
             updated_at: item.updated_at,
@@ -164,11 +196,13 @@ impl ItemBody {
 
 #[derive(Debug, Object)]
 struct ItemPage {
+    /// At most `limit` items.
+    #[oai(validator(max_items = 100))]
     items: Vec<ItemBody>,
     /// Pass as `cursor` to get the next page; absent on the last page. A page filtered by a
     /// `name` of one or two characters may hold fewer than `limit` items (even none) and
     /// still have a cursor: it stopped after reading 5,000 items, so follow the cursor.
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(skip_serializing_if_is_none, validator(max_length = 36))]
     next_cursor: Option<String>,
 }
 
@@ -178,12 +212,12 @@ enum CreateItemResponse {
     #[oai(status = 201)]
     Created(
         Json<ItemBody>,
-        #[oai(header = "Location")] String,
-        #[oai(header = "ETag")] String,
+        #[oai(header = "Location")] LocationText,
+        #[oai(header = "ETag")] EtagText,
         /// `true` when this is the stored answer to an earlier request with the same
         /// `Idempotency-Key`; no item was created by this request.
         #[oai(header = "Idempotent-Replayed")]
-        Option<String>,
+        Option<StrictString<4>>,
     ),
 }
 
@@ -196,7 +230,7 @@ enum ListItemsResponse {
         /// Present when local times fell back to `TIMEZONE_OFFSET`: `timezones-unavailable`
         /// or `timezones-circuit-open`.
         #[oai(header = "Meridian-Degraded")]
-        Option<String>,
+        Option<DegradedText>,
     ),
 }
 
@@ -207,11 +241,11 @@ enum ItemResponse {
     #[oai(status = 200)]
     Ok(
         Json<ItemBody>,
-        #[oai(header = "ETag")] String,
+        #[oai(header = "ETag")] EtagText,
         /// Present when local times fell back to `TIMEZONE_OFFSET`: `timezones-unavailable`
         /// or `timezones-circuit-open`.
         #[oai(header = "Meridian-Degraded")]
-        Option<String>,
+        Option<DegradedText>,
     ),
 }
 
@@ -224,12 +258,15 @@ enum DeleteItemResponse {
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Items")]
 impl ItemsApi {
-    /// Create an item. Safe to retry with an `Idempotency-Key`: within 24 hours, the same key
+    /// Create an item.
+    ///
+    /// Safe to retry with an `Idempotency-Key`: within 24 hours, the same key
     /// with the same body answers the first response again (same id, status and body, plus
     /// `Idempotent-Replayed: true`) without creating another item; the same key with a
     /// different body is 422. Concurrent requests with one key create one item: the later
-    /// ones wait for the first and answer its item.
-    #[oai(path = "/items", method = "post")]
+    /// ones wait for the first and answer its item. Needs the API key; writes are rate-limited
+    /// per key.
+    #[oai(path = "/items", method = "post", operation_id = "createItem")]
     async fn create_item(
         &self,
         auth: ApiKeyAuth,
@@ -237,15 +274,15 @@ impl ItemsApi {
         /// structured-field string, as in the IETF httpapi draft) or bare. 1–255 visible
         /// ASCII characters.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<Option<String>>,
+        idempotency_key: Header<Option<IdempotencyKeyText>>,
         body: Json<ItemInput>,
         request: &poem::Request,
-    ) -> Result<CreateItemResponse, Problem> {
+    ) -> Result<CreateItemResponse, Errors<CreateErrors>> {
         self.writes.check(&auth)?;
         // A value that is not visible ASCII reaches `Header` as absent: check the raw header,
         // so such a key is refused rather than silently ignored.
         let raw_key = match (&idempotency_key.0, request.headers().get(IDEMPOTENCY_KEY)) {
-            (Some(key), _) => Some(key.as_str()),
+            (Some(key), _) => Some(key.0.as_str()),
             (None, Some(_unreadable)) => Some(""),
             (None, None) => None,
         };
@@ -261,17 +298,20 @@ impl ItemsApi {
             .map_err(ApiError::from)?;
         let item = created.item;
         let location = format!("/v1/items/{}", item.id);
-        let etag = etag(item.version);
+        let etag = StrictString(etag(item.version));
         Ok(CreateItemResponse::Created(
             Json(ItemBody::new(item, None)),
-            location,
+            StrictString(location),
             etag,
-            created.replayed.then(|| "true".to_owned()),
+            created.replayed.then(|| StrictString("true".to_owned())),
         ))
     }
 
     /// List items in creation order, a page at a time.
-    #[oai(path = "/items", method = "get")]
+    ///
+    /// Filter by `tag` or by text in the `name`; follow `next_cursor` for the next page. With
+    /// `tz`, each item also carries its timestamps in that zone. Needs no key.
+    #[oai(path = "/items", method = "get", operation_id = "listItems")]
     #[allow(clippy::too_many_arguments)] // poem-openapi takes each query parameter as one
     async fn list_items(
         &self,
@@ -282,22 +322,23 @@ impl ItemsApi {
         )]
         limit: Query<u32>,
         /// `next_cursor` from the previous page.
-        cursor: Query<Option<String>>,
+        cursor: Query<Option<UuidText>>,
         /// Only items with this tag.
-        tag: Query<Option<String>>,
+        tag: Query<Option<StrictString<TAG_MAX_CHARS>>>,
         /// Only items whose name contains this text (ignoring ASCII case; `%` and `_` are
         /// literal). Three or more characters use an index; one or two read at most 5,000
         /// items per page (see `next_cursor`).
         #[oai(validator(min_length = 1, max_length = 100))]
         name: Query<Option<String>>,
         /// Also render timestamps in this IANA zone (one call to timezones per page).
-        tz: Query<Option<String>>,
+        tz: Query<Option<ZoneText>>,
         request_id: Data<&RequestId>,
         deadline: Data<&Deadline>,
-    ) -> Result<ListItemsResponse, Problem> {
+    ) -> Result<ListItemsResponse, Errors<ListErrors>> {
         let after = cursor
             .0
-            .as_deref()
+            .as_ref()
+            .map(|c| c.0.as_str())
             .map(|c| {
                 Uuid::parse_str(c).map_err(|_| {
                     ApiError::BadRequest(format!("cursor {c:?} is not a cursor from this API"))
@@ -306,11 +347,11 @@ impl ItemsApi {
             .transpose()?;
         let tag = tag
             .0
-            .as_deref()
-            .map(|t| Tag::parse(t, "tag"))
+            .as_ref()
+            .map(|t| Tag::parse(&t.0, "tag"))
             .transpose()
             .map_err(ApiError::from)?;
-        let zone = parse_zone(tz.0.as_deref())?;
+        let zone = parse_zone(tz.0.as_ref().map(|z| z.0.as_str()))?;
         // One extra row tells whether another page exists.
         let page = self
             .store
@@ -343,7 +384,10 @@ impl ItemsApi {
                     .clock
                     .render(Some(zone), &instants, deadline.0.0, Some(&request_id.0.0))
                     .await?;
-                degraded = rendered.source.degraded_reason().map(str::to_owned);
+                degraded = rendered
+                    .source
+                    .degraded_reason()
+                    .map(|r| StrictString(r.to_owned()));
                 split_local_times(&rendered)
             }
             _ => Vec::new(),
@@ -359,23 +403,27 @@ impl ItemsApi {
         ))
     }
 
-    /// Read an item. Its `ETag` is what `If-Match` takes on updates and deletes.
-    #[oai(path = "/items/:id", method = "get")]
+    /// Read an item.
+    ///
+    /// Its `ETag` is what `If-Match` takes on updates and deletes. With `tz`, the item also
+    /// carries its timestamps in that zone. Needs no key.
+    #[oai(path = "/items/:id", method = "get", operation_id = "getItem")]
     async fn get_item(
         &self,
-        id: Path<String>,
+        id: Path<UuidText>,
         /// Also render timestamps in this IANA zone.
-        tz: Query<Option<String>>,
+        tz: Query<Option<ZoneText>>,
         request_id: Data<&RequestId>,
         deadline: Data<&Deadline>,
-    ) -> Result<ItemResponse, Problem> {
-        let zone = parse_zone(tz.0.as_deref())?;
+    ) -> Result<ItemResponse, Errors<ReadErrors>> {
+        let zone = parse_zone(tz.0.as_ref().map(|z| z.0.as_str()))?;
+        let id = &id.0.0;
         let item = self
             .store
-            .get(parse_id(&id.0)?)
+            .get(parse_id(id)?)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::ItemNotFound(id.0.clone()))?;
+            .ok_or_else(|| ApiError::ItemNotFound(id.clone()))?;
         let (local, degraded) = match &zone {
             Some(zone) => {
                 let instants = [item.created_at, item.updated_at];
@@ -383,12 +431,15 @@ impl ItemsApi {
                     .clock
                     .render(Some(zone), &instants, deadline.0.0, Some(&request_id.0.0))
                     .await?;
-                let degraded = rendered.source.degraded_reason().map(str::to_owned);
+                let degraded = rendered
+                    .source
+                    .degraded_reason()
+                    .map(|r| StrictString(r.to_owned()));
                 (split_local_times(&rendered).into_iter().next(), degraded)
             }
             None => (None, None),
         };
-        let etag = etag(item.version);
+        let etag = StrictString(etag(item.version));
         Ok(ItemResponse::Ok(
             Json(ItemBody::new(item, local)),
             etag,
@@ -396,26 +447,29 @@ impl ItemsApi {
         ))
     }
 
-    /// Replace an item's fields. With `If-Match`, only if the item is still at that version.
-    #[oai(path = "/items/:id", method = "put")]
+    /// Replace an item's fields.
+    ///
+    /// With `If-Match`, only if the item is still at that version (412 otherwise). Needs the
+    /// API key; writes are rate-limited per key.
+    #[oai(path = "/items/:id", method = "put", operation_id = "replaceItem")]
     async fn replace_item(
         &self,
         auth: ApiKeyAuth,
-        id: Path<String>,
+        id: Path<UuidText>,
         /// An `ETag` from a read; 412 if the item changed since.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
         body: Json<ItemInput>,
-    ) -> Result<ItemResponse, Problem> {
+    ) -> Result<ItemResponse, Errors<UpdateErrors>> {
         self.writes.check(&auth)?;
         let fields = body.0.parse()?;
         let precondition = Precondition::from_if_match(if_match.0.as_deref());
         let item = self
             .store
-            .update(parse_id(&id.0)?, precondition, move |_| fields.clone())
+            .update(parse_id(&id.0.0)?, precondition, move |_| fields.clone())
             .await
             .map_err(ApiError::from)?;
-        let etag = etag(item.version);
+        let etag = StrictString(etag(item.version));
         Ok(ItemResponse::Ok(
             Json(ItemBody::new(item, None)),
             etag,
@@ -423,28 +477,31 @@ impl ItemsApi {
         ))
     }
 
-    /// Change some of an item's fields. With `If-Match`, only if the item is still at that version.
-    #[oai(path = "/items/:id", method = "patch")]
+    /// Change some of an item's fields (merge-patch semantics).
+    ///
+    /// With `If-Match`, only if the item is still at that version (412 otherwise). Needs the
+    /// API key; writes are rate-limited per key.
+    #[oai(path = "/items/:id", method = "patch", operation_id = "updateItem")]
     async fn patch_item(
         &self,
         auth: ApiKeyAuth,
-        id: Path<String>,
+        id: Path<UuidText>,
         /// An `ETag` from a read; 412 if the item changed since.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
         body: Json<ItemPatchInput>,
-    ) -> Result<ItemResponse, Problem> {
+    ) -> Result<ItemResponse, Errors<UpdateErrors>> {
         self.writes.check(&auth)?;
         let patch = body.0.parse()?;
         let precondition = Precondition::from_if_match(if_match.0.as_deref());
         let item = self
             .store
-            .update(parse_id(&id.0)?, precondition, move |current| {
+            .update(parse_id(&id.0.0)?, precondition, move |current| {
                 patch.apply_to(current)
             })
             .await
             .map_err(ApiError::from)?;
-        let etag = etag(item.version);
+        let etag = StrictString(etag(item.version));
         Ok(ItemResponse::Ok(
             Json(ItemBody::new(item, None)),
             etag,
@@ -452,20 +509,23 @@ impl ItemsApi {
         ))
     }
 
-    /// Delete an item. With `If-Match`, only if the item is still at that version.
-    #[oai(path = "/items/:id", method = "delete")]
+    /// Delete an item.
+    ///
+    /// With `If-Match`, only if the item is still at that version (412 otherwise). Needs the
+    /// API key; writes are rate-limited per key.
+    #[oai(path = "/items/:id", method = "delete", operation_id = "deleteItem")]
     async fn delete_item(
         &self,
         auth: ApiKeyAuth,
-        id: Path<String>,
+        id: Path<UuidText>,
         /// An `ETag` from a read; 412 if the item changed since.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
-    ) -> Result<DeleteItemResponse, Problem> {
+    ) -> Result<DeleteItemResponse, Errors<DeleteErrors>> {
         self.writes.check(&auth)?;
         let precondition = Precondition::from_if_match(if_match.0.as_deref());
         self.store
-            .delete(parse_id(&id.0)?, precondition)
+            .delete(parse_id(&id.0.0)?, precondition)
             .await
             .map_err(ApiError::from)?;
         Ok(DeleteItemResponse::NoContent)
