@@ -39,6 +39,9 @@ scripts/security.sh
 step "DAST: schemathesis against both services (scripts/dast.sh)"
 scripts/dast.sh
 
+step "The API contract: Spectral and generated clients against both services (scripts/openapi-contract.sh)"
+scripts/openapi-contract.sh
+
 step "Swagger UI in headless Chromium: \"Try it out\" on an item read (scripts/swagger-ui-test.sh)"
 scripts/swagger-ui-test.sh
 

@@ -11,7 +11,7 @@ use platform::lifecycle::{
     BindError, HealthApi, Listeners, LivenessCheck, Readiness, ReadinessCheck,
 };
 use poem::Endpoint;
-use poem_openapi::OpenApiService;
+use poem_openapi::{OpenApiService, ServerObject};
 
 use crate::api::{GreetingApi, ItemsApi, SecretApi, WriteGuard};
 use crate::configuration::Settings;
@@ -171,7 +171,13 @@ fn routes(
         "meridian items",
         env!("CARGO_PKG_VERSION"),
     )
-    .description("Items over SQLite or PostgreSQL, with local times from the timezones service.");
+    .description("Items over SQLite or PostgreSQL, with local times from the timezones service.")
+    .server(
+        ServerObject::new("/").description(
+            "This service where this document was read: local, test or production alike",
+        ),
+    )
+    .contact(platform::http::api_contact());
     let (routes, templates) = platform::http::api_routes(api);
     platform::http::standard_layers(routes, &settings.server, faults, templates, auth)
 }

@@ -10,9 +10,10 @@ use poem::http::StatusCode;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
+use crate::answers::{self, Answer};
 use crate::auth::ApiKeyAuth;
 use crate::config::{ConfigError, Env};
-use crate::problem::{FieldError, Problem};
+use crate::problem::{ErrorStatuses, Errors, FieldError, Problem};
 
 const MAX_DELAY_MS: u64 = 60_000;
 
@@ -20,7 +21,7 @@ const MAX_DELAY_MS: u64 = 60_000;
 #[derive(Debug, Clone, PartialEq, Object)]
 #[oai(deny_unknown_fields)]
 pub struct FaultConfig {
-    /// Latency added before each matching request, in milliseconds (0–60000).
+    /// Latency added before each matching request, in milliseconds (0–60000; more is a 422).
     #[oai(default)]
     pub delay_ms: u64,
     /// Share of matching requests answered with an injected 503, from 0.0 to 1.0.
@@ -175,21 +176,61 @@ enum FaultResponse {
     Ok(Json<FaultConfig>),
 }
 
+struct ReadFaultsErrors;
+impl ErrorStatuses for ReadFaultsErrors {
+    const ANSWERS: &'static [Answer] = &[
+        answers::NO_API_KEY,
+        answers::WRONG_API_KEY,
+        answers::KEY_FAILURES,
+        answers::HEAD_TOO_LARGE,
+        answers::INTERNAL,
+        answers::DEADLINE_PASSED,
+    ];
+}
+
+struct ReplaceFaultsErrors;
+impl ErrorStatuses for ReplaceFaultsErrors {
+    const ANSWERS: &'static [Answer] = &[
+        answers::MALFORMED,
+        answers::NO_API_KEY,
+        answers::WRONG_API_KEY,
+        answers::BODY_TOO_LARGE,
+        answers::NOT_JSON,
+        (
+            422,
+            "A setting out of its range: `delay_ms` over 60000, `error_rate` outside 0.0–1.0, \
+             or a path not starting with `/`; `errors` names each.",
+        ),
+        answers::KEY_FAILURES,
+        answers::HEAD_TOO_LARGE,
+        answers::INTERNAL,
+        answers::DEADLINE_PASSED,
+    ];
+}
+
 #[OpenApi(tag = "AdminTags::Admin")]
 impl FaultApi {
     /// The fault injection settings in force.
-    #[oai(path = "/admin/faults", method = "get")]
-    async fn get_faults(&self, _auth: ApiKeyAuth) -> Result<FaultResponse, Problem> {
+    ///
+    /// Needs the API key. Never shed nor failed on purpose, so it stays reachable to turn
+    /// faults off.
+    #[oai(path = "/admin/faults", method = "get", operation_id = "getFaults")]
+    async fn get_faults(
+        &self,
+        _auth: ApiKeyAuth,
+    ) -> Result<FaultResponse, Errors<ReadFaultsErrors>> {
         Ok(FaultResponse::Ok(Json(self.faults.get())))
     }
 
-    /// Replace the fault injection settings; `{}` turns injection off.
-    #[oai(path = "/admin/faults", method = "put")]
+    /// Replace the fault injection settings.
+    ///
+    /// `{}` turns injection off. Needs the API key; the change is logged with the key's id.
+    #[oai(path = "/admin/faults", method = "put", operation_id = "replaceFaults")]
     async fn put_faults(
         &self,
         auth: ApiKeyAuth,
         body: Json<FaultConfig>,
-    ) -> Result<FaultResponse, Problem> {
+    ) -> Result<FaultResponse, Errors<ReplaceFaultsErrors>> {
         let key_id = auth.key_id();
         body.0.check().map_err(Problem::validation)?;
         tracing::warn!(faults = ?body.0, %key_id, "fault injection changed");

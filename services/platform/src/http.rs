@@ -524,6 +524,11 @@ impl RouteMetrics {
     }
 }
 
+/// Who answers for both services' contracts, for their documents' `info.contact`.
+pub fn api_contact() -> poem_openapi::ContactObject {
+    poem_openapi::ContactObject::new().name("meridian maintainers (docs/runbooks.md)")
+}
+
 /// A service's routes: the OpenAPI operations, `/openapi.json` and Swagger UI at `/docs`, and
 /// the route templates of all of them for metrics and spans.
 pub fn api_routes<T, W>(

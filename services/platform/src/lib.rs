@@ -3,6 +3,7 @@
 //!
 //! This crate knows neither service; each service composes these parts in its own `startup`.
 
+pub mod answers;
 pub mod auth;
 pub mod config;
 pub mod faults;
@@ -16,4 +17,4 @@ pub mod settings;
 pub mod telemetry;
 
 pub use config::{ConfigError, Env, Secret};
-pub use problem::Problem;
+pub use problem::{ErrorStatuses, Errors, Problem};

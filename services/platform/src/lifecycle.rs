@@ -13,8 +13,9 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use tokio::net::TcpListener;
 
+use crate::answers::{self, Answer};
 use crate::config::ConfigError;
-use crate::problem::Problem;
+use crate::problem::{ErrorStatuses, Errors, Problem};
 use crate::server::ConnectionLimits;
 use crate::settings::ServerConfig;
 
@@ -132,10 +133,13 @@ enum HealthResponse {
 
 #[OpenApi(tag = "HealthTags::Health")]
 impl HealthApi {
-    /// Liveness: the process runs and serves HTTP, and no worker it needs has died (503
-    /// then). Restart it if this fails.
-    #[oai(path = "/healthz", method = "get")]
-    async fn healthz(&self) -> Result<HealthResponse, Problem> {
+    /// Liveness: the process runs and serves HTTP, and no worker it needs (items' SQLite
+    /// writer) has died.
+    ///
+    /// Restart the process if this fails (503). Never shed nor failed on purpose, and needs no
+    /// key: probes call it.
+    #[oai(path = "/healthz", method = "get", operation_id = "getLiveness")]
+    async fn healthz(&self) -> Result<HealthResponse, Errors<LivenessErrors>> {
         if let Some(check) = &self.liveness {
             check.check().map_err(|reason| {
                 Problem::new(poem::http::StatusCode::SERVICE_UNAVAILABLE, reason)
@@ -144,19 +148,48 @@ impl HealthApi {
         Ok(HealthResponse::Ok(Json(HealthStatus::ok())))
     }
 
-    /// Readiness: send traffic here. 503 while shutting down or while a dependency is down.
-    #[oai(path = "/readyz", method = "get")]
-    async fn readyz(&self) -> Result<HealthResponse, Problem> {
+    /// Readiness: whether to send traffic here.
+    ///
+    /// 503 while shutting down or while a dependency (the items database) is unreachable.
+    /// Never shed nor failed on purpose, and needs no key: probes call it.
+    #[oai(path = "/readyz", method = "get", operation_id = "getReadiness")]
+    async fn readyz(&self) -> Result<HealthResponse, Errors<ReadinessErrors>> {
         let not_ready =
             |reason: String| Problem::new(poem::http::StatusCode::SERVICE_UNAVAILABLE, reason);
         if !self.readiness.is_ready() {
-            return Err(not_ready("shutting down".into()));
+            return Err(not_ready("shutting down".into()).into());
         }
         if let Some(check) = &self.check {
             check.check().await.map_err(not_ready)?;
         }
         Ok(HealthResponse::Ok(Json(HealthStatus::ok())))
     }
+}
+
+struct LivenessErrors;
+impl ErrorStatuses for LivenessErrors {
+    const ANSWERS: &'static [Answer] = &[
+        answers::HEAD_TOO_LARGE,
+        answers::INTERNAL,
+        (
+            503,
+            "Not alive: a worker the service needs has stopped (restart it), or the request's \
+             deadline passed.",
+        ),
+    ];
+}
+
+struct ReadinessErrors;
+impl ErrorStatuses for ReadinessErrors {
+    const ANSWERS: &'static [Answer] = &[
+        answers::HEAD_TOO_LARGE,
+        answers::INTERNAL,
+        (
+            503,
+            "Not ready: shutting down, a dependency is unreachable, or the request's deadline \
+             passed.",
+        ),
+    ];
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,14 @@
 //! RFC 9457 problem details: the one shape of every non-2xx response from both services.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{IntoResponse, Response};
-use poem_openapi::registry::{MetaResponses, Registry};
+use poem_openapi::registry::{
+    MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
+};
+use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object, payload::Json};
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -27,6 +31,7 @@ pub struct ProblemBody {
     /// A short summary of the kind of problem, the same for every occurrence.
     pub title: String,
     /// The HTTP status code.
+    #[oai(validator(minimum(value = "400"), maximum(value = "599")))]
     pub status: u16,
     /// What went wrong in this occurrence, written for the person reading it.
     pub detail: String,
@@ -210,6 +215,92 @@ impl ApiResponse for Problem {
 
     fn register(registry: &mut Registry) {
         ProblemDoc::register(registry);
+    }
+}
+
+/// The error answers one operation can give: each status it truly answers, with what it means
+/// there. An operation returns `Result<_, Errors<Its>>`, so its entry in the OpenAPI document
+/// lists exactly these statuses instead of one catch-all `default`.
+pub trait ErrorStatuses: Send + Sync + 'static {
+    const ANSWERS: &'static [(u16, &'static str)];
+}
+
+/// A problem answered by an operation whose possible errors are `S`. Anything that becomes a
+/// [`Problem`] becomes this, so handlers use `?` as before; the answer on the wire is the
+/// problem itself.
+pub struct Errors<S>(Problem, PhantomData<fn() -> S>);
+
+impl<S> Errors<S> {
+    pub fn problem(&self) -> &Problem {
+        &self.0
+    }
+}
+
+impl<S, E: Into<Problem>> From<E> for Errors<S> {
+    fn from(err: E) -> Self {
+        Self(err.into(), PhantomData)
+    }
+}
+
+impl<S> From<Errors<S>> for poem::Error {
+    fn from(err: Errors<S>) -> Self {
+        err.0.into()
+    }
+}
+
+/// hyper answers these itself, before any handler runs, with an empty body.
+const BODILESS_STATUSES: [u16; 1] = [431];
+
+fn retry_after(required: bool, description: &str) -> MetaHeader {
+    MetaHeader {
+        name: "Retry-After".to_owned(),
+        description: Some(description.to_owned()),
+        required,
+        deprecated: false,
+        schema: MetaSchemaRef::Inline(Box::new(MetaSchema {
+            format: Some("int32"),
+            minimum: Some(1.0),
+            maximum: Some(86_400.0),
+            ..MetaSchema::new("integer")
+        })),
+    }
+}
+
+impl<S: ErrorStatuses> ApiResponse for Errors<S> {
+    fn meta() -> MetaResponses {
+        let problem = || MetaMediaType {
+            content_type: CONTENT_TYPE,
+            schema: ProblemBody::schema_ref(),
+        };
+        MetaResponses {
+            responses: S::ANSWERS
+                .iter()
+                .map(|&(status, description)| MetaResponse {
+                    description,
+                    status: Some(status),
+                    status_range: None,
+                    content: if BODILESS_STATUSES.contains(&status) {
+                        Vec::new()
+                    } else {
+                        vec![problem()]
+                    },
+                    headers: match status {
+                        429 => vec![retry_after(true, "Seconds to wait before trying again.")],
+                        503 => vec![retry_after(
+                            false,
+                            "Seconds to wait before trying again, when the cause is passing \
+                             (overload, a deadline, the database); absent for an injected fault \
+                             or a service that is not ready.",
+                        )],
+                        _ => Vec::new(),
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        ProblemBody::register(registry);
     }
 }
 

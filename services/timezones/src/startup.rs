@@ -6,7 +6,7 @@ use platform::auth::ApiKeyVerifier;
 use platform::faults::{FaultApi, Faults};
 use platform::lifecycle::{HealthApi, Listeners, Readiness};
 use poem::{Endpoint, EndpointExt, Request};
-use poem_openapi::OpenApiService;
+use poem_openapi::{OpenApiService, ServerObject};
 
 use crate::api::{ConvertApi, ZonesApi};
 use crate::configuration::Settings;
@@ -54,17 +54,22 @@ fn routes(
 ) -> impl Endpoint<Output = poem::Response> + 'static {
     let faults = Faults::new(settings.server.faults.clone());
     let auth = ApiKeyVerifier::start(settings.api_keys.as_ref());
-    let api = OpenApiService::new(
-        (
-            ZonesApi,
-            ConvertApi,
-            HealthApi::new(readiness, None),
-            FaultApi::new(faults.clone()),
-        ),
-        "meridian timezones",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description("IANA time zones: list, look up, and convert instants and local times.");
+    let api =
+        OpenApiService::new(
+            (
+                ZonesApi,
+                ConvertApi,
+                HealthApi::new(readiness, None),
+                FaultApi::new(faults.clone()),
+            ),
+            "meridian timezones",
+            env!("CARGO_PKG_VERSION"),
+        )
+        .description("IANA time zones: list, look up, and convert instants and local times.")
+        .server(ServerObject::new("/").description(
+            "This service where this document was read: local, test or production alike",
+        ))
+        .contact(platform::http::api_contact());
     let (routes, templates) = platform::http::api_routes(api);
     let routes = routes.before(|req| async move { Ok(encode_zone_slashes(req)) });
     platform::http::standard_layers(routes, &settings.server, faults, templates, auth)

@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use platform::Problem;
+use platform::Errors;
 use platform::http::RequestId;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
@@ -12,10 +12,12 @@ use platform::auth::ApiKeyAuth;
 use platform::http::Deadline;
 
 use super::auth::WriteGuard;
-use super::strict_string::StrictString;
+use super::errors::{CreateErrors, DeleteErrors, ListErrors, ReadErrors, UpdateErrors};
+use super::strict_string::{StrictList, StrictString};
 use super::{ApiTags, parse_zone};
 use crate::domain::{
-    Description, IdempotencyKey, ItemFields, ItemName, ItemPatch, NameNeedle, Precondition, Tag,
+    DESCRIPTION_MAX_CHARS, Description, IDEMPOTENCY_KEY_MAX_CHARS, IdempotencyKey, ItemFields,
+    ItemName, ItemPatch, NAME_MAX_CHARS, NameNeedle, Precondition, TAG_MAX_CHARS, TAGS_MAX, Tag,
     Tags, etag,
 };
 use crate::error::ApiError;
@@ -27,6 +29,22 @@ pub struct ItemsApi {
     clock: LocalClock,
     writes: WriteGuard,
 }
+
+type Name = StrictString<NAME_MAX_CHARS>;
+type DescriptionText = StrictString<DESCRIPTION_MAX_CHARS>;
+type TagList = StrictList<StrictString<TAG_MAX_CHARS>, TAGS_MAX>;
+/// A quoted key: the domain's limit plus its two quotes.
+type IdempotencyKeyText = StrictString<{ IDEMPOTENCY_KEY_MAX_CHARS + 2 }>;
+/// Item ids and cursors: the longest text `Uuid::parse_str` takes is the `urn:uuid:` form.
+type UuidText = StrictString<45>;
+/// `ZoneName::parse` takes 1–64 bytes.
+type ZoneText = StrictString<64>;
+/// `/v1/items/` and a hyphenated UUID.
+type LocationText = StrictString<46>;
+/// A version (a positive `i64`, at most 19 digits) in quotes.
+type EtagText = StrictString<21>;
+/// `timezones-unavailable` or `timezones-circuit-open`.
+pub(super) type DegradedText = StrictString<22>;
 
 impl ItemsApi {
     pub fn new(store: Store, clock: LocalClock, writes: WriteGuard) -> Self {
@@ -42,23 +60,24 @@ impl ItemsApi {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 struct ItemInput {
-    /// 1–100 characters; surrounding spaces are trimmed.
-    name: StrictString,
+    /// 1–100 characters; surrounding spaces are trimmed first.
+    name: Name,
     /// Up to 2000 characters.
-    description: Option<StrictString>,
-    /// Up to 10 tags of 1–32 characters: a-z, 0-9 and `-` (upper case is lowered).
+    description: Option<DescriptionText>,
+    /// Up to 10 tags of 1–32 characters: a-z, 0-9 and `-` (upper case is lowered, surrounding
+    /// spaces trimmed and duplicates dropped first).
     #[oai(default)]
-    tags: Vec<StrictString>,
+    tags: TagList,
 }
 
-fn strings(values: &[StrictString]) -> Vec<String> {
+fn strings<const MAX: usize>(values: &[StrictString<MAX>]) -> Vec<String> {
     values.iter().map(|v| v.0.clone()).collect()
 }
 
 impl ItemInput {
     fn parse(&self) -> Result<ItemFields, ApiError> {
         let description = self.description.as_ref().map(|d| d.0.as_str());
-        ItemFields::parse(&self.name.0, description, &strings(&self.tags))
+        ItemFields::parse(&self.name.0, description, &strings(&self.tags.0))
             .map_err(ApiError::Validation)
     }
 }
@@ -67,9 +86,12 @@ impl ItemInput {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 struct ItemPatchInput {
-    name: Option<StrictString>,
-    description: MaybeUndefined<StrictString>,
-    tags: Option<Vec<StrictString>>,
+    /// As in `ItemInput`.
+    name: Option<Name>,
+    /// As in `ItemInput`; `null` removes it.
+    description: MaybeUndefined<DescriptionText>,
+    /// As in `ItemInput`; replaces all the tags.
+    tags: Option<TagList>,
 }
 
 impl ItemPatchInput {
@@ -94,8 +116,8 @@ impl ItemPatchInput {
         };
         let tags = self
             .tags
-            .as_deref()
-            .map(|t| Tags::parse(&strings(t)))
+            .as_ref()
+            .map(|t| Tags::parse(&strings(&t.0)))
             .transpose()
             .map_err(|e| errors.extend(e))
             .ok()
@@ -116,10 +138,16 @@ impl ItemPatchInput {
 #[derive(Debug, Object)]
 struct LocalTimes {
     /// The IANA zone asked for, or the fallback offset used.
+    #[oai(validator(max_length = 64))]
     zone: String,
+    /// RFC 3339, with the zone's offset.
+    #[oai(validator(max_length = 40))]
     created_at: String,
+    /// RFC 3339, with the zone's offset.
+    #[oai(validator(max_length = 40))]
     updated_at: String,
     /// `timezones`, or `fallback` when the timezones service was unavailable.
+    #[oai(validator(max_length = 9))]
     source: String,
     /// True when rendered at the fallback `TIMEZONE_OFFSET` instead of the zone asked for.
     degraded: bool,
@@ -129,12 +157,15 @@ struct LocalTimes {
 #[oai(rename = "Item")]
 struct ItemBody {
     /// UUIDv7: ids sort in creation order.
+    #[oai(validator(max_length = 36))]
     id: String,
+    #[oai(validator(max_length = 100))]
     name: String,
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(skip_serializing_if_is_none, validator(max_length = 2000))]
     description: Option<String>,
-    tags: Vec<String>,
+    tags: TagList,
     /// Increases by one on every change; the `ETag` is this number in quotes.
+    #[oai(validator(minimum(value = "1"), maximum(value = "9223372036854775807")))]
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -149,12 +180,13 @@ impl ItemBody {
             id: item.id.to_string(),
             name: item.fields.name.as_str().to_owned(),
             description: item.fields.description.map(|d| d.as_str().to_owned()),
-            tags: item
-                .fields
-                .tags
-                .iter()
-                .map(|t| t.as_str().to_owned())
-                .collect(),
+            tags: StrictList(
+                item.fields
+                    .tags
+                    .iter()
+                    .map(|t| StrictString(t.as_str().to_owned()))
+                    .collect(),
+            ),
             version: item.version,
             created_at: item.created_at,
             updated_at: item.updated_at,
@@ -165,12 +197,14 @@ impl ItemBody {
 
 #[derive(Debug, Object)]
 struct ItemPage {
+    /// At most `limit` items.
+    #[oai(validator(max_items = 100))]
     items: Vec<ItemBody>,
     /// Pass as `cursor` to get the next page; absent on the last page. A page filtered by
     /// `name` may hold fewer than `limit` items (even none) and still have a cursor: it
     /// stopped after reading 5,000 items (or candidates from the name index), so follow the
     /// cursor.
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(skip_serializing_if_is_none, validator(max_length = 36))]
     next_cursor: Option<String>,
 }
 
@@ -180,12 +214,12 @@ enum CreateItemResponse {
     #[oai(status = 201)]
     Created(
         Json<ItemBody>,
-        #[oai(header = "Location")] String,
-        #[oai(header = "ETag")] String,
+        #[oai(header = "Location")] LocationText,
+        #[oai(header = "ETag")] EtagText,
         /// `true` when this is the stored answer to an earlier request with the same
         /// `Idempotency-Key`; no item was created by this request.
         #[oai(header = "Idempotent-Replayed")]
-        Option<String>,
+        Option<StrictString<4>>,
     ),
 }
 
@@ -198,7 +232,7 @@ enum ListItemsResponse {
         /// Present when local times fell back to `TIMEZONE_OFFSET`: `timezones-unavailable`
         /// or `timezones-circuit-open`.
         #[oai(header = "Meridian-Degraded")]
-        Option<String>,
+        Option<DegradedText>,
     ),
 }
 
@@ -209,11 +243,11 @@ enum ItemResponse {
     #[oai(status = 200)]
     Ok(
         Json<ItemBody>,
-        #[oai(header = "ETag")] String,
+        #[oai(header = "ETag")] EtagText,
         /// Present when local times fell back to `TIMEZONE_OFFSET`: `timezones-unavailable`
         /// or `timezones-circuit-open`.
         #[oai(header = "Meridian-Degraded")]
-        Option<String>,
+        Option<DegradedText>,
     ),
 }
 
@@ -226,18 +260,21 @@ enum DeleteItemResponse {
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Items")]
 impl ItemsApi {
-    /// Create an item. Safe to retry with an `Idempotency-Key`: within 24 hours, the same key
+    /// Create an item.
+    ///
+    /// Safe to retry with an `Idempotency-Key`: within 24 hours, the same key
     /// with the same body answers the first response again (same id, status and body, plus
     /// `Idempotent-Replayed: true`) without creating another item; the same key with a
     /// different body is 422. Concurrent requests with one key create one item: the later
-    /// ones wait for the first and answer its item.
+    /// ones wait for the first and answer its item. Needs the API key; writes are rate-limited
+    /// per key.
     ///
     /// An `Idempotency-Key` is scoped to the deployment: one namespace for every client and
     /// every API key. A retry sent with the next API key during a key rotation replays the
     /// answer to the one sent with the current key. Clients sharing a deployment must make
     /// their keys unique (a UUID per logical request), since another client's key with the
     /// same value is the same key.
-    #[oai(path = "/items", method = "post")]
+    #[oai(path = "/items", method = "post", operation_id = "createItem")]
     async fn create_item(
         &self,
         auth: ApiKeyAuth,
@@ -245,15 +282,15 @@ impl ItemsApi {
         /// structured-field string, as in the IETF httpapi draft) or bare. 1–255 visible
         /// ASCII characters.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<Option<String>>,
+        idempotency_key: Header<Option<IdempotencyKeyText>>,
         body: Json<ItemInput>,
         request: &poem::Request,
-    ) -> Result<CreateItemResponse, Problem> {
+    ) -> Result<CreateItemResponse, Errors<CreateErrors>> {
         self.writes.check(&auth)?;
         // A value that is not visible ASCII reaches `Header` as absent: check the raw header,
         // so such a key is refused rather than silently ignored.
         let raw_key = match (&idempotency_key.0, request.headers().get(IDEMPOTENCY_KEY)) {
-            (Some(key), _) => Some(key.as_str()),
+            (Some(key), _) => Some(key.0.as_str()),
             (None, Some(_unreadable)) => Some(""),
             (None, None) => None,
         };
@@ -269,16 +306,19 @@ impl ItemsApi {
             .map_err(ApiError::from)?;
         let item = created.item;
         let location = format!("/v1/items/{}", item.id);
-        let etag = etag(item.version);
+        let etag = StrictString(etag(item.version));
         Ok(CreateItemResponse::Created(
             Json(ItemBody::new(item, None)),
-            location,
+            StrictString(location),
             etag,
-            created.replayed.then(|| "true".to_owned()),
+            created.replayed.then(|| StrictString("true".to_owned())),
         ))
     }
 
     /// List items in creation order, a page at a time.
+    ///
+    /// Filter by `tag` or by text in the `name`; follow `next_cursor` for the next page. With
+    /// `tz`, each item also carries its timestamps in that zone. Needs no key.
     ///
     /// Pages follow item ids, which are taken when a create starts. On PostgreSQL two creates
     /// running at once can be committed out of order: an item whose create commits after a
@@ -286,7 +326,7 @@ impl ItemsApi {
     /// from the start has it). A create commits within `REQUEST_TIMEOUT_MS` (5 s by default)
     /// of taking its id, so items older than that when a page is read are never missed. On
     /// SQLite ids are taken in commit order and a walk misses nothing.
-    #[oai(path = "/items", method = "get")]
+    #[oai(path = "/items", method = "get", operation_id = "listItems")]
     #[allow(clippy::too_many_arguments)] // poem-openapi takes each query parameter as one
     async fn list_items(
         &self,
@@ -297,9 +337,9 @@ impl ItemsApi {
         )]
         limit: Query<u32>,
         /// `next_cursor` from the previous page.
-        cursor: Query<Option<String>>,
+        cursor: Query<Option<UuidText>>,
         /// Only items with this tag.
-        tag: Query<Option<String>>,
+        tag: Query<Option<StrictString<TAG_MAX_CHARS>>>,
         /// Only items whose name contains this text, ignoring the case of ASCII letters
         /// (other letters match only themselves, the same on both databases; `%` and `_` are
         /// literal; control characters are refused with 422). Three or more characters use an
@@ -308,13 +348,14 @@ impl ItemsApi {
         #[oai(validator(min_length = 1, max_length = 100))]
         name: Query<Option<String>>,
         /// Also render timestamps in this IANA zone (one call to timezones per page).
-        tz: Query<Option<String>>,
+        tz: Query<Option<ZoneText>>,
         request_id: Data<&RequestId>,
         deadline: Data<&Deadline>,
-    ) -> Result<ListItemsResponse, Problem> {
+    ) -> Result<ListItemsResponse, Errors<ListErrors>> {
         let after = cursor
             .0
-            .as_deref()
+            .as_ref()
+            .map(|c| c.0.as_str())
             .map(|c| {
                 Uuid::parse_str(c).map_err(|_| {
                     ApiError::BadRequest(format!("cursor {c:?} is not a cursor from this API"))
@@ -323,8 +364,8 @@ impl ItemsApi {
             .transpose()?;
         let tag = tag
             .0
-            .as_deref()
-            .map(|t| Tag::parse(t, "tag"))
+            .as_ref()
+            .map(|t| Tag::parse(&t.0, "tag"))
             .transpose()
             .map_err(ApiError::from)?;
         let name = name
@@ -333,7 +374,7 @@ impl ItemsApi {
             .map(NameNeedle::parse)
             .transpose()
             .map_err(ApiError::from)?;
-        let zone = parse_zone(tz.0.as_deref())?;
+        let zone = parse_zone(tz.0.as_ref().map(|z| z.0.as_str()))?;
         // One extra row tells whether another page exists.
         let page = self
             .store
@@ -367,7 +408,10 @@ impl ItemsApi {
                     .clock
                     .render(Some(zone), &instants, deadline.0.0, Some(&request_id.0.0))
                     .await?;
-                degraded = rendered.source.degraded_reason().map(str::to_owned);
+                degraded = rendered
+                    .source
+                    .degraded_reason()
+                    .map(|r| StrictString(r.to_owned()));
                 split_local_times(&rendered)
             }
             _ => Vec::new(),
@@ -383,23 +427,27 @@ impl ItemsApi {
         ))
     }
 
-    /// Read an item. Its `ETag` is what `If-Match` takes on updates and deletes.
-    #[oai(path = "/items/:id", method = "get")]
+    /// Read an item.
+    ///
+    /// Its `ETag` is what `If-Match` takes on updates and deletes. With `tz`, the item also
+    /// carries its timestamps in that zone. Needs no key.
+    #[oai(path = "/items/:id", method = "get", operation_id = "getItem")]
     async fn get_item(
         &self,
-        id: Path<String>,
+        id: Path<UuidText>,
         /// Also render timestamps in this IANA zone.
-        tz: Query<Option<String>>,
+        tz: Query<Option<ZoneText>>,
         request_id: Data<&RequestId>,
         deadline: Data<&Deadline>,
-    ) -> Result<ItemResponse, Problem> {
-        let zone = parse_zone(tz.0.as_deref())?;
+    ) -> Result<ItemResponse, Errors<ReadErrors>> {
+        let zone = parse_zone(tz.0.as_ref().map(|z| z.0.as_str()))?;
+        let id = &id.0.0;
         let item = self
             .store
-            .get(parse_id(&id.0)?)
+            .get(parse_id(id)?)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::ItemNotFound(id.0.clone()))?;
+            .ok_or_else(|| ApiError::ItemNotFound(id.clone()))?;
         let (local, degraded) = match &zone {
             Some(zone) => {
                 let instants = [item.created_at, item.updated_at];
@@ -407,12 +455,15 @@ impl ItemsApi {
                     .clock
                     .render(Some(zone), &instants, deadline.0.0, Some(&request_id.0.0))
                     .await?;
-                let degraded = rendered.source.degraded_reason().map(str::to_owned);
+                let degraded = rendered
+                    .source
+                    .degraded_reason()
+                    .map(|r| StrictString(r.to_owned()));
                 (split_local_times(&rendered).into_iter().next(), degraded)
             }
             None => (None, None),
         };
-        let etag = etag(item.version);
+        let etag = StrictString(etag(item.version));
         Ok(ItemResponse::Ok(
             Json(ItemBody::new(item, local)),
             etag,
@@ -420,26 +471,29 @@ impl ItemsApi {
         ))
     }
 
-    /// Replace an item's fields. With `If-Match`, only if the item is still at that version.
-    #[oai(path = "/items/:id", method = "put")]
+    /// Replace an item's fields.
+    ///
+    /// With `If-Match`, only if the item is still at that version (412 otherwise). Needs the
+    /// API key; writes are rate-limited per key.
+    #[oai(path = "/items/:id", method = "put", operation_id = "replaceItem")]
     async fn replace_item(
         &self,
         auth: ApiKeyAuth,
-        id: Path<String>,
+        id: Path<UuidText>,
         /// An `ETag` from a read; 412 if the item changed since.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
         body: Json<ItemInput>,
-    ) -> Result<ItemResponse, Problem> {
+    ) -> Result<ItemResponse, Errors<UpdateErrors>> {
         self.writes.check(&auth)?;
         let fields = body.0.parse()?;
         let precondition = Precondition::from_if_match(if_match.0.as_deref());
         let item = self
             .store
-            .update(parse_id(&id.0)?, precondition, move |_| fields.clone())
+            .update(parse_id(&id.0.0)?, precondition, move |_| fields.clone())
             .await
             .map_err(ApiError::from)?;
-        let etag = etag(item.version);
+        let etag = StrictString(etag(item.version));
         Ok(ItemResponse::Ok(
             Json(ItemBody::new(item, None)),
             etag,
@@ -447,28 +501,31 @@ impl ItemsApi {
         ))
     }
 
-    /// Change some of an item's fields. With `If-Match`, only if the item is still at that version.
-    #[oai(path = "/items/:id", method = "patch")]
+    /// Change some of an item's fields (merge-patch semantics).
+    ///
+    /// With `If-Match`, only if the item is still at that version (412 otherwise). Needs the
+    /// API key; writes are rate-limited per key.
+    #[oai(path = "/items/:id", method = "patch", operation_id = "updateItem")]
     async fn patch_item(
         &self,
         auth: ApiKeyAuth,
-        id: Path<String>,
+        id: Path<UuidText>,
         /// An `ETag` from a read; 412 if the item changed since.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
         body: Json<ItemPatchInput>,
-    ) -> Result<ItemResponse, Problem> {
+    ) -> Result<ItemResponse, Errors<UpdateErrors>> {
         self.writes.check(&auth)?;
         let patch = body.0.parse()?;
         let precondition = Precondition::from_if_match(if_match.0.as_deref());
         let item = self
             .store
-            .update(parse_id(&id.0)?, precondition, move |current| {
+            .update(parse_id(&id.0.0)?, precondition, move |current| {
                 patch.apply_to(current)
             })
             .await
             .map_err(ApiError::from)?;
-        let etag = etag(item.version);
+        let etag = StrictString(etag(item.version));
         Ok(ItemResponse::Ok(
             Json(ItemBody::new(item, None)),
             etag,
@@ -476,20 +533,23 @@ impl ItemsApi {
         ))
     }
 
-    /// Delete an item. With `If-Match`, only if the item is still at that version.
-    #[oai(path = "/items/:id", method = "delete")]
+    /// Delete an item.
+    ///
+    /// With `If-Match`, only if the item is still at that version (412 otherwise). Needs the
+    /// API key; writes are rate-limited per key.
+    #[oai(path = "/items/:id", method = "delete", operation_id = "deleteItem")]
     async fn delete_item(
         &self,
         auth: ApiKeyAuth,
-        id: Path<String>,
+        id: Path<UuidText>,
         /// An `ETag` from a read; 412 if the item changed since.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
-    ) -> Result<DeleteItemResponse, Problem> {
+    ) -> Result<DeleteItemResponse, Errors<DeleteErrors>> {
         self.writes.check(&auth)?;
         let precondition = Precondition::from_if_match(if_match.0.as_deref());
         self.store
-            .delete(parse_id(&id.0)?, precondition)
+            .delete(parse_id(&id.0.0)?, precondition)
             .await
             .map_err(ApiError::from)?;
         Ok(DeleteItemResponse::NoContent)

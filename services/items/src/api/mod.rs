@@ -2,6 +2,7 @@
 //! local clock, and shape the answer; errors leave as `ApiError` → problem+json.
 
 mod auth;
+mod errors;
 mod greeting;
 mod items;
 mod secret;

@@ -42,6 +42,35 @@ async fn openapi_document_lists_the_contract() {
     assert!(spec["components"]["securitySchemes"]["ApiKeyAuth"].is_object());
 }
 
+/// Each operation names itself, explains itself and lists its errors by status, and the
+/// schemas state the domain's limits (openapi-python-client names methods after the ids;
+/// scripts/openapi-contract.sh lints and drives the whole document).
+#[tokio::test]
+async fn every_operation_has_an_id_a_description_and_its_errors_by_status() {
+    let app = spawn_app(Db::Sqlite).await;
+    let (_, spec) = app.get_json("/openapi.json").await;
+    assert_eq!(platform::answers::unsaid(&spec), Vec::<String>::new());
+    let create = &spec["paths"]["/v1/items"]["post"];
+    assert_eq!(create["operationId"], "createItem");
+    let statuses: Vec<&str> = create["responses"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "201", "400", "401", "403", "409", "413", "415", "422", "429", "431", "500", "503"
+        ]
+    );
+    let input = &spec["components"]["schemas"]["ItemInput"]["properties"];
+    assert_eq!(input["name"]["maxLength"], 100);
+    assert_eq!(input["description"]["maxLength"], 2000);
+    assert_eq!(input["tags"]["maxItems"], 10);
+    assert_eq!(input["tags"]["items"]["maxLength"], 32);
+}
+
 #[tokio::test]
 async fn swagger_ui_is_served_without_the_network() {
     let app = spawn_app(Db::Sqlite).await;

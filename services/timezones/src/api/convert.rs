@@ -1,15 +1,13 @@
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
-use platform::Problem;
+use platform::{Errors, Problem};
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
+use super::errors::ConvertErrors;
 use super::{ApiTags, ZoneTimeBody, parse_zone};
 use crate::error::ApiError;
 use crate::zones::{self, ZoneTime};
-
-/// Most instants one request may convert (items asks for two per item on a page of ≤ 100).
-const MAX_INSTANTS: usize = 250;
 
 pub struct ConvertApi;
 
@@ -50,6 +48,7 @@ struct Conversion {
 #[derive(Debug, Object)]
 struct ConvertResult {
     /// One entry per `at`, in order, or one for `local`.
+    #[oai(validator(max_items = 250))]
     conversions: Vec<Conversion>,
 }
 
@@ -67,8 +66,8 @@ impl ConvertApi {
     /// Give either one or more `at` instants, or a `local` wall-clock time together with the
     /// `from` zone it is read in. A local time that the clocks skip (DST starting) is a 422;
     /// one they show twice (DST ending) is a 422 listing both instants unless
-    /// `disambiguation` picks one.
-    #[oai(path = "/convert", method = "get")]
+    /// `disambiguation` picks one. Needs no key.
+    #[oai(path = "/convert", method = "get", operation_id = "convertTime")]
     async fn convert(
         &self,
         /// Target IANA zone.
@@ -76,30 +75,35 @@ impl ConvertApi {
         /// Source IANA zone; required with `local`.
         from: Query<Option<String>>,
         /// RFC 3339 instants (repeat the parameter for several; at most 250).
+        // Items asks for two instants per item on a page of at most 100. `default`: absent is
+        // no instants (the document said "required", though `local` goes without `at`).
+        #[oai(default, validator(max_items = 250))]
         at: Query<Vec<DateTime<FixedOffset>>>,
         /// A local date-time without offset, e.g. `2026-03-08T02:30:00`, read in `from`.
         local: Query<Option<NaiveDateTime>>,
-        /// For a `local` time that occurs twice.
-        #[oai(default = "default_disambiguation")]
-        disambiguation: Query<Disambiguation>,
-    ) -> Result<ConvertResponse, Problem> {
+        /// For a `local` time that occurs twice; `reject` when absent.
+        // An `Option` rather than a `default`: poem-openapi writes a defaulted enum as an
+        // `allOf`, which client generators (openapi-python-client) cannot read.
+        disambiguation: Query<Option<Disambiguation>>,
+    ) -> Result<ConvertResponse, Errors<ConvertErrors>> {
         let to = parse_zone(&to.0)?;
         let from = from.0.as_deref().map(parse_zone).transpose()?;
         let instants: Vec<DateTime<Utc>> = match (at.0.as_slice(), local.0) {
-            ([], None) => return Err(invalid("give `at` (one or more instants) or `local`")),
-            ([_, ..], Some(_)) => return Err(invalid("give either `at` or `local`, not both")),
-            (at, None) if at.len() > MAX_INSTANTS => {
-                return Err(invalid(&format!(
-                    "at most {MAX_INSTANTS} `at` values per request"
-                )));
+            ([], None) => return Err(invalid("give `at` (one or more instants) or `local`").into()),
+            ([_, ..], Some(_)) => {
+                return Err(invalid("give either `at` or `local`, not both").into());
             }
             (at, None) => at.iter().map(|t| t.with_timezone(&Utc)).collect(),
             ([], Some(local)) => {
                 let from =
                     from.ok_or_else(|| invalid("`local` needs `from`, the zone it is read in"))?;
                 vec![
-                    zones::resolve_local(from, local, disambiguation.0.into())
-                        .map_err(ApiError::from)?,
+                    zones::resolve_local(
+                        from,
+                        local,
+                        disambiguation.0.unwrap_or(Disambiguation::Reject).into(),
+                    )
+                    .map_err(ApiError::from)?,
                 ]
             }
         };
@@ -117,8 +121,4 @@ impl ConvertApi {
 
 fn invalid(message: &str) -> Problem {
     ApiError::InvalidQuery(message.to_owned()).into()
-}
-
-fn default_disambiguation() -> Disambiguation {
-    Disambiguation::Reject
 }

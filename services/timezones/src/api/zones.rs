@@ -1,9 +1,10 @@
 use chrono::{DateTime, FixedOffset, Utc};
-use platform::Problem;
+use platform::Errors;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::errors::{ListErrors, LookupErrors};
 use super::{ApiTags, ZoneTimeBody, parse_zone};
 use crate::zones::{self, ZoneTime};
 
@@ -12,14 +13,21 @@ pub struct ZonesApi;
 /// One page of zone names.
 #[derive(Debug, Object)]
 struct ZoneList {
-    /// IANA names, sorted.
+    /// IANA names, sorted; at most `limit`.
+    #[oai(validator(max_items = 1000))]
     zones: Vec<String>,
     /// How many zones match the filters, over all pages.
+    #[oai(validator(minimum(value = "0"), maximum(value = "4294967295")))]
     total: u32,
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     limit: u32,
+    #[oai(validator(minimum(value = "0"), maximum(value = "4294967295")))]
     offset: u32,
     /// The `offset` of the next page; absent on the last page.
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(
+        skip_serializing_if_is_none,
+        validator(minimum(value = "0"), maximum(value = "4294967295"))
+    )]
     next_offset: Option<u32>,
 }
 
@@ -40,7 +48,10 @@ enum GetZoneResponse {
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Timezones")]
 impl ZonesApi {
     /// List IANA time zones, optionally filtered, a page at a time.
-    #[oai(path = "/timezones", method = "get")]
+    ///
+    /// Filter by `region` or by a name `prefix`; follow `next_offset` for the next page. Needs
+    /// no key.
+    #[oai(path = "/timezones", method = "get", operation_id = "listZones")]
     async fn list_zones(
         &self,
         /// Only zones in this region (the part before the first `/`), e.g. `Europe`; any case.
@@ -54,11 +65,14 @@ impl ZonesApi {
         )]
         limit: Query<u32>,
         /// How many matching zones to skip.
-        #[oai(default)]
+        #[oai(
+            default,
+            validator(minimum(value = "0"), maximum(value = "4294967295"))
+        )]
         offset: Query<u32>,
         // Never an error of its own, but a bad `limit` or `offset` is a 400 problem, and the
         // `Result` is what puts that response in the OpenAPI document.
-    ) -> Result<ListZonesResponse, Problem> {
+    ) -> Result<ListZonesResponse, Errors<ListErrors>> {
         let names = zones::list(region.0.as_deref(), prefix.0.as_deref());
         let total = u32::try_from(names.len()).unwrap_or(u32::MAX);
         let (limit, offset) = (limit.0, offset.0);
@@ -80,15 +94,15 @@ impl ZonesApi {
 
     /// The time in one zone now, or at a given instant.
     ///
-    /// The zone name goes in the path as it is: `/v1/timezones/America/New_York`.
-    #[oai(path = "/timezones/:zone", method = "get")]
+    /// The zone name goes in the path as it is: `/v1/timezones/America/New_York`. Needs no key.
+    #[oai(path = "/timezones/:zone", method = "get", operation_id = "getZone")]
     async fn get_zone(
         &self,
         /// IANA name, e.g. `America/New_York` (exact, or differing only in case).
         zone: Path<String>,
         /// An RFC 3339 instant, e.g. `2026-03-08T07:30:00Z`; default now.
         at: Query<Option<DateTime<FixedOffset>>>,
-    ) -> Result<GetZoneResponse, Problem> {
+    ) -> Result<GetZoneResponse, Errors<LookupErrors>> {
         let zone = parse_zone(&zone.0)?;
         let instant = at.0.map_or_else(Utc::now, |t| t.with_timezone(&Utc));
         Ok(GetZoneResponse::Ok(Json(

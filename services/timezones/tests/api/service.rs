@@ -31,9 +31,10 @@ async fn openapi_document_lists_the_contract() {
     }
 }
 
-/// Any operation that takes input can answer 4xx with a problem, so the document must say so:
-/// clients generate error handling from it (scripts/dast.sh checks the same for both services
-/// by fuzzing; this catches it at `cargo test`).
+/// Any operation that takes input can answer 400 with a problem, so the document must say so,
+/// by status: clients generate error handling from it (scripts/dast.sh checks the same for both
+/// services by fuzzing, scripts/openapi-contract.sh with generated clients; this catches it at
+/// `cargo test`).
 #[tokio::test]
 async fn every_operation_that_takes_input_documents_its_problem_responses() {
     let app = spawn_app().await;
@@ -50,14 +51,30 @@ async fn every_operation_that_takes_input_documents_its_problem_responses() {
             }
             checked += 1;
             assert!(
-                operation["responses"]["default"]["content"]
+                operation["responses"]["400"]["content"]
                     .get("application/problem+json")
                     .is_some(),
-                "{method} {path} takes input but documents no problem+json response"
+                "{method} {path} takes input but documents no 400 problem+json response"
             );
         }
     }
     assert!(checked >= 4, "only {checked} operations checked");
+}
+
+/// Each operation names itself, explains itself, and lists its errors by status; a 429 or 503
+/// says when to come back.
+#[tokio::test]
+async fn every_operation_has_an_id_a_description_and_its_errors_by_status() {
+    let app = spawn_app().await;
+    let (_, spec) = app.get_json("/openapi.json").await;
+    assert_eq!(platform::answers::unsaid(&spec), Vec::<String>::new());
+    assert_eq!(spec["paths"].as_object().map(|p| p.len()), Some(6));
+    assert_eq!(
+        spec["paths"]["/v1/timezones/{zone}"]["get"]["responses"]["404"]["description"]
+            .as_str()
+            .map(|d| d.contains("unknown-zone")),
+        Some(true)
+    );
 }
 
 #[tokio::test]
