@@ -13,7 +13,6 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use http_body_util::BodyExt;
 use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use tokio::sync::Semaphore;
@@ -250,9 +249,10 @@ impl<E: Endpoint> Platform<E> {
             }
         }
         let mut req = req;
+        let http1 = req.version() < poem::http::Version::HTTP_2;
         let body_limit = match limit_body(&mut req, self.shared.max_body_bytes) {
             Ok(limit) => limit,
-            Err(problem) => return problem.into_response(),
+            Err(problem) => return closing(problem.into_response(), http1),
         };
         let response = match AssertUnwindSafe(self.inner.call(req)).catch_unwind().await {
             Ok(Ok(response)) => response.into_response(),
@@ -262,12 +262,37 @@ impl<E: Endpoint> Platform<E> {
                 Problem::internal().into_response()
             }
         };
+        let Some(body) = body_limit else {
+            return response;
+        };
         // The handler saw a failed read, which it reports as its own 400: the truth is 413.
-        if body_limit.is_some_and(|limit| limit.exceeded()) {
-            return payload_too_large(self.shared.max_body_bytes).into_response();
+        if body.exceeded() {
+            return closing(
+                payload_too_large(self.shared.max_body_bytes).into_response(),
+                http1,
+            );
         }
-        response
+        // Answered without reading the whole body (a refused key, a wrong content type): hyper
+        // reads on only what has already arrived and otherwise closes the connection
+        // (hyper 1.x `Conn::poll_drain_or_close_read`), so the answer must say so, or a client
+        // sends its next request into a closed connection.
+        if body.finished() {
+            response
+        } else {
+            closing(response, http1)
+        }
     }
+}
+
+/// `response` with `Connection: close` over HTTP/1.x, where the connection will not be reused
+/// (HTTP/2 closes a stream, never the connection, for an unread body).
+fn closing(mut response: Response, http1: bool) -> Response {
+    if http1 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// 503 at once when `max_concurrent_requests` are already in flight: a fast "try elsewhere"
@@ -761,18 +786,20 @@ fn is_acceptable_request_id(id: &str) -> bool {
 /// body that may carry bytes is wrapped in a counting limit (`http_body_util::Limited`, as
 /// tower-http's `RequestBodyLimitLayer` does), read lazily by the handler after it has checked
 /// the caller's credentials. Reading past the limit fails the read and trips the returned
-/// [`BodyLimit`], which turns whatever the handler answers into 413.
-fn limit_body(req: &mut Request, max_body_bytes: usize) -> Result<Option<BodyLimit>, Problem> {
+/// [`BodyWatch`], which turns whatever the handler answers into 413; a body left unread makes
+/// the answer close the connection.
+fn limit_body(req: &mut Request, max_body_bytes: usize) -> Result<Option<BodyWatch>, Problem> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(length) = declared {
-        if length > max_body_bytes as u64 {
-            return Err(payload_too_large(max_body_bytes));
-        }
-        // hyper (HTTP/1.1) and h2 (HTTP/2) refuse a body longer than its declared length.
+    // hyper (HTTP/1.1) and h2 (HTTP/2) refuse a body longer than its declared length; the
+    // limit below then only watches whether the handler read it to its end.
+    if declared.is_some_and(|length| length > max_body_bytes as u64) {
+        return Err(payload_too_large(max_body_bytes));
+    }
+    if declared == Some(0) {
         return Ok(None);
     }
     let body: BoxBody = req.take_body().into();
@@ -780,27 +807,75 @@ fn limit_body(req: &mut Request, max_body_bytes: usize) -> Result<Option<BodyLim
         req.set_body(poem::Body::from(body));
         return Ok(None);
     }
-    let limit = BodyLimit::default();
-    let tripped = Arc::clone(&limit.0);
-    let limited = http_body_util::Limited::new(body, max_body_bytes).map_err(move |error| {
-        if error.is::<http_body_util::LengthLimitError>() {
-            tripped.store(true, Ordering::Relaxed);
-        }
-        std::io::Error::other(error)
-    });
+    let watch = BodyWatch::default();
+    let limited = WatchedBody {
+        inner: http_body_util::Limited::new(body, max_body_bytes),
+        watch: Arc::clone(&watch.0),
+    };
     req.set_body(poem::Body::from(BoxBody::new(limited)));
-    Ok(Some(limit))
+    Ok(Some(watch))
 }
 
 type BoxBody = http_body_util::combinators::BoxBody<hyper::body::Bytes, std::io::Error>;
 
-/// Set when a request's body ran past the limit while the handler read it.
-#[derive(Default)]
-struct BodyLimit(Arc<AtomicBool>);
+const BODY_EXCEEDED: u8 = 1;
+const BODY_FINISHED: u8 = 2;
 
-impl BodyLimit {
+/// What became of a request's body while the handler read it: whether it ran past the limit,
+/// and whether it was read to its end.
+#[derive(Default)]
+struct BodyWatch(Arc<AtomicU8>);
+
+impl BodyWatch {
     fn exceeded(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::Relaxed) & BODY_EXCEEDED != 0
+    }
+
+    fn finished(&self) -> bool {
+        self.0.load(Ordering::Relaxed) & BODY_FINISHED != 0
+    }
+}
+
+/// A request body counted against the limit, reporting to its [`BodyWatch`].
+struct WatchedBody {
+    inner: http_body_util::Limited<BoxBody>,
+    watch: Arc<AtomicU8>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = hyper::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => {
+                this.watch.fetch_or(BODY_FINISHED, Ordering::Relaxed);
+            }
+            std::task::Poll::Ready(Some(Err(error)))
+                if error.is::<http_body_util::LengthLimitError>() =>
+            {
+                this.watch.fetch_or(BODY_EXCEEDED, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        polled.map(|frame| frame.map(|f| f.map_err(std::io::Error::other)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let ended = self.inner.is_end_stream();
+        if ended {
+            self.watch.fetch_or(BODY_FINISHED, Ordering::Relaxed);
+        }
+        ended
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

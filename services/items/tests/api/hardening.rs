@@ -879,3 +879,54 @@ async fn an_http2_client_that_never_opens_its_window_is_cut_at_the_write_timeout
         )
         .await;
 }
+
+/// A request answered before its body is read (a wrong key: 403) leaves unread bytes that
+/// hyper cannot skip; it then closes the connection. The answer must say so
+/// (`Connection: close`), or a client reusing the connection sends its next request into a
+/// closed socket.
+#[tokio::test]
+async fn an_answer_given_before_the_body_is_read_says_the_connection_closes() {
+    let items = Items::start(&[]).await;
+    let mut stream = TcpStream::connect(&items.addr).await.unwrap();
+    let body = format!("{{\"name\": \"{}\"}}", "a".repeat(30_000));
+    let head = format!(
+        "POST /v1/items HTTP/1.1\r\nHost: items\r\nX-API-Key: not-the-key-at-all\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // The head alone: the key is refused before any of the body has arrived.
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed before an answer");
+        received.extend_from_slice(&buf[..n]);
+    };
+    let answer = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 403"), "{answer}");
+    if answer.contains("\r\nconnection: close\r\n") {
+        return;
+    }
+    // Said nothing: then the connection must still serve the body's sender.
+    let _ = stream.write_all(body.as_bytes()).await;
+    let next = b"GET /healthz HTTP/1.1\r\nHost: items\r\n\r\n";
+    let sent = stream.write_all(next).await;
+    let mut rest = received[head_end..].to_vec();
+    read_until_closed_or(&mut stream, &mut rest, Duration::from_secs(2)).await;
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        sent.is_ok() && rest.contains("HTTP/1.1 200"),
+        "the connection was closed without `Connection: close` in the answer: {answer}"
+    );
+}
+
+async fn read_until_closed_or(stream: &mut TcpStream, received: &mut Vec<u8>, within: Duration) {
+    let _ = tokio::time::timeout(within, read_until_closed(stream, received)).await;
+}
