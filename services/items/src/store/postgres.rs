@@ -105,6 +105,8 @@ impl PostgresStore {
             let now = now_micros();
             // The key's row is inserted first; on a conflict (the key is taken, or another
             // request is inserting it right now, which this waits for) nothing is inserted.
+            let mut connection = self.pool.acquire().await?;
+            claim_the_answer()?;
             let inserted: i64 = sqlx::query_scalar(
                 "WITH key AS ( \
                     INSERT INTO idempotency_keys (key, request, item_id, created_at) \
@@ -121,8 +123,10 @@ impl PostgresStore {
             .bind(fields.name.as_str())
             .bind(fields.description.as_ref().map(|d| d.as_str()))
             .bind(join_tags(&fields.tags))
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *connection)
             .await?;
+            // Back to the pool before the queries below take one of their own.
+            drop(connection);
             if inserted == 1 {
                 return Ok(Created {
                     item: new_item(id, fields, now)?,
@@ -160,6 +164,8 @@ impl PostgresStore {
     async fn insert(&self, fields: &ItemFields) -> Result<Item, StoreError> {
         let id = Uuid::now_v7();
         let now = now_micros();
+        let mut connection = self.pool.acquire().await?;
+        claim_the_answer()?;
         sqlx::query(
             "INSERT INTO items (id, name, description, tags, version, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, 1, $5, $5)",
@@ -169,7 +175,7 @@ impl PostgresStore {
         .bind(fields.description.as_ref().map(|d| d.as_str()))
         .bind(join_tags(&fields.tags))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *connection)
         .await?;
         new_item(id, fields, now)
     }
@@ -352,6 +358,8 @@ impl PostgresStore {
             }
             let fields = change(&current.fields);
             let now = now_micros();
+            let mut connection = self.pool.acquire().await?;
+            claim_the_answer()?;
             let updated = sqlx::query(
                 "UPDATE items SET name = $1, description = $2, tags = $3, \
                  version = version + 1, updated_at = $4 WHERE id = $5 AND version = $6",
@@ -362,7 +370,7 @@ impl PostgresStore {
             .bind(now)
             .bind(id.to_string())
             .bind(current.version)
-            .execute(&self.pool)
+            .execute(&mut *connection)
             .await?
             .rows_affected();
             if updated == 1 {
@@ -383,10 +391,12 @@ impl PostgresStore {
             if !precondition.allows(current.version) {
                 return Err(StoreError::PreconditionFailed);
             }
+            let mut connection = self.pool.acquire().await?;
+            claim_the_answer()?;
             let deleted = sqlx::query("DELETE FROM items WHERE id = $1 AND version = $2")
                 .bind(id.to_string())
                 .bind(current.version)
-                .execute(&self.pool)
+                .execute(&mut *connection)
                 .await?
                 .rows_affected();
             if deleted == 1 {
@@ -414,6 +424,20 @@ impl PostgresStore {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Binds the request's answer to the write about to run: a statement commits as it runs, so
+/// once it is sent the request waits for its outcome, even past its deadline (bounded by
+/// `statement_timeout`), rather than answer 503 for a write that may be stored. A request
+/// already answered 503 at its deadline sends nothing.
+fn claim_the_answer() -> Result<(), StoreError> {
+    if platform::http::current_answer_commitment().is_none_or(|answer| answer.bind_to_write()) {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(
+            "the request was answered 503 at its deadline".into(),
+        ))
     }
 }
 

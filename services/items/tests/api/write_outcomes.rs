@@ -1,5 +1,5 @@
 //! What a write answers is what happened to it: a 201 is stored, a 503 is not, on SQLite's
-//! batching writer, whatever else the batch or the clock did.
+//! batching writer, whatever else the batch or the clock did, and on PostgreSQL.
 
 use std::time::Duration;
 
@@ -62,6 +62,56 @@ async fn a_write_answered_503_at_its_deadline_is_never_stored() {
     assert_eq!(
         stored_names(&app).await,
         answered_201,
+        "exactly the writes answered 201 are stored"
+    );
+}
+
+/// On PostgreSQL a write is one statement, committed when it runs. Writes blocked by a lock
+/// another connection holds outlive their 300 ms deadline; once the lock goes they commit, so
+/// each must be answered with its outcome (201), never 503: exactly the 201s are stored.
+#[tokio::test]
+async fn on_postgres_a_write_stored_after_its_deadline_is_answered_201() {
+    use sqlx::Connection;
+    let app = spawn_app_with(Options {
+        db: Db::Postgres,
+        env: settings(&[("REQUEST_TIMEOUT_MS", "10000")]),
+        ..Options::default()
+    })
+    .await;
+    let mut locker = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE items IN EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let writes: Vec<_> = (0..3)
+        .map(|n| {
+            let request = app
+                .write(Method::POST, "/v1/items")
+                .header("x-request-timeout-ms", "300")
+                .json(&json!({ "name": format!("blocked {n}") }));
+            tokio::spawn(async move {
+                let response = request.send().await.unwrap();
+                (n, response.status().as_u16())
+            })
+        })
+        .collect();
+    // Past every deadline, with the inserts still waiting for the lock.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    let mut answered_201 = Vec::new();
+    for write in writes {
+        let (n, status) = write.await.unwrap();
+        match status {
+            201 => answered_201.push(format!("blocked {n}")),
+            503 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let mut stored = stored_names(&app).await;
+    stored.sort();
+    assert_eq!(
+        stored, answered_201,
         "exactly the writes answered 201 are stored"
     );
 }
