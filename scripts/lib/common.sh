@@ -112,6 +112,8 @@ ensure_base_tools() {
   python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
   python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
   command -v npm >/dev/null || missing+=(nodejs npm)
+  # docs/security.md computes a key id with `openssl dgst -hmac` (run by scripts/docs-test.py).
+  command -v openssl >/dev/null || missing+=(openssl)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
   if ! command -v kubectl >/dev/null; then
     echo "kubectl (>= 1.31) is needed: it renders the Kubernetes manifests the tests check." >&2
