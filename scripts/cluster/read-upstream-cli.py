@@ -302,7 +302,7 @@ lk["json_output"] = {
                   "(viz/cmd/edges.go writeEdgesToBuffer)",
                   "src/dst are resource names, src_namespace/dst_namespace their namespaces"]},
     "viz stat -o json": {
-        "shape": "a JSON array (an empty result prints []) of objects, one per resource, ordered by k8s.AllResources then name",
+        "shape": "a JSON array (an empty result prints []) of objects, one per resource, grouped in k8s.AllResources order, each group sorted by \"namespace/name\" (viz/cmd/stat.go sortStatsKeys)",
         "fields": struct_tags(L5D, "viz/cmd/stat.go", "jsonStats"),
         "printer": "viz/cmd/stat.go printStatJSON",
         "notes": ["success, rps and latency_ms_p50/p95/p99 are JSON null when the resource has no request data (pointers left nil)",
