@@ -300,7 +300,9 @@ lk["json_output"] = {
                   "(<serviceaccount>.<namespace>) (viz/cmd/edges.go writeEdgesToBuffer)",
                   "no_tls_reason is the empty string when the edge is mTLS'd: the table's check mark is not used for json "
                   "(viz/cmd/edges.go writeEdgesToBuffer)",
-                  "src/dst are resource names, src_namespace/dst_namespace their namespaces"]},
+                  "src/dst are resource names, src_namespace/dst_namespace their namespaces",
+                  "entries are sorted by src_namespace+dst_namespace+src+dst (viz/cmd/edges.go writeEdgesToBuffer); "
+                  "with no edges json prints [] and exits 0, where table/wide print \"No edges found.\" on stderr"]},
     "viz stat -o json": {
         "shape": "a JSON array (an empty result prints []) of objects, one per resource, grouped in k8s.AllResources order, each group sorted by \"namespace/name\" (viz/cmd/stat.go sortStatsKeys)",
         "fields": struct_tags(L5D, "viz/cmd/stat.go", "jsonStats"),
@@ -310,6 +312,8 @@ lk["json_output"] = {
                   "(viz/cmd/routes.go getSuccessRate); rps is (success+failure)/time-window seconds (getRequestRate)",
                   "kind is the canonical singular resource type (e.g. deployment); name carries no type prefix",
                   "meshed is declared but printStatJSON never assigns it, so it is always omitted",
+                  "a pod-owning resource with no meshed pods is left out unless --unmeshed (or --from) is given "
+                  "(viz/cmd/stat.go writeStatsToBuffer)",
                   "tcp_open_connections, tcp_read_bytes_rate, tcp_write_bytes_rate appear (with request data) for every "
                   "resource type except serverauthorization, authorizationpolicy and httproute (viz/cmd/stat.go showTCPConns)"]},
 }
