@@ -33,6 +33,11 @@ cargo test --workspace --locked 2>&1 | tee "$results"
 step "Kubernetes and Linkerd manifests: rendered, validated, tied to the code (k8s/tests/check.sh)"
 k8s/tests/check.sh
 
+step "The local cluster (scripts/cluster.sh): shellcheck, and its plan against the pinned upstream CLIs, charts and kind API"
+command -v shellcheck >/dev/null || apt_install shellcheck
+shellcheck -x scripts/cluster.sh
+python3 -m unittest scripts/cluster/test_cluster_contract.py 2>&1 | tail -n 3
+
 step "Security gates, offline: cargo-deny, semgrep, actionlint, zizmor, checkov (scripts/security.sh)"
 scripts/security.sh
 

@@ -1,0 +1,34 @@
+// Load during a rolling restart (scripts/cluster.sh test, the drain assertion): a constant rate
+// of reads through the Gateway, and not one may fail. DURATION (e.g. 120s), RATE (default 30/s).
+// The Gateway's name resolves to GATEWAY_ADDRESS (kind's port mapping), so TLS checks the name.
+import http from 'k6/http';
+import { check } from 'k6';
+
+const base = __ENV.ITEMS_URL;
+// scheme://host[:port], without the URL class (k6 has none built in).
+const authority = base.replace(/^[a-z]+:\/\//, '').split('/')[0];
+
+export const options = {
+  hosts: __ENV.GATEWAY_ADDRESS ? { [authority]: __ENV.GATEWAY_ADDRESS } : {},
+  scenarios: {
+    drain: {
+      executor: 'constant-arrival-rate',
+      rate: Number(__ENV.RATE || 30),
+      timeUnit: '1s',
+      duration: __ENV.DURATION || '120s',
+      preAllocatedVUs: 20,
+      maxVUs: 100,
+    },
+  },
+  thresholds: {
+    http_req_failed: ['rate==0'],
+    checks: ['rate==1'],
+  },
+};
+
+export default function () {
+  const greeting = http.get(`${base}/v1/greeting?tz=Europe/Paris`, { tags: { name: 'greeting' } });
+  check(greeting, { 'greeting 200': (r) => r.status === 200 });
+  const list = http.get(`${base}/v1/items?limit=5`, { tags: { name: 'list' } });
+  check(list, { 'list 200': (r) => r.status === 200 });
+}
