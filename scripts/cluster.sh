@@ -5,9 +5,9 @@
 # overlay built from this checkout. `test` then asserts the mission on it.
 #
 # Usage: scripts/cluster.sh up | test | down | diagnostics DIR
-#        scripts/cluster.sh plan [up|test|down]    prints the commands, runs nothing
-#        scripts/cluster.sh install ADDON...       one add-on into the current kubectl context
+#        scripts/cluster.sh install ADDON...       add-ons into the current kubectl context
 #                                                  (docs/deploy.md uses these on real clusters)
+#        scripts/cluster.sh plan [up|test|down|install ADDON...]   prints the commands, runs nothing
 # Needs: docker (or podman: kind's podman provider), kubectl >= 1.31, curl, python3. kind, helm,
 # the linkerd CLI and k6 are downloaded into a cache, pinned by version and sha256.
 # Settings (environment): CLUSTER_NAME (meridian), CONTAINER_ENGINE (docker|podman: which one
@@ -23,7 +23,7 @@ source scripts/cluster/install.sh
 source scripts/cluster/mission.sh
 
 usage() {
-  sed -n '7,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '7,12p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -34,22 +34,29 @@ main() {
     plan)
       PLAN=1
       local what=${1:-up}
-      case $what in up | test | down) "cmd_$what" ;; *) usage ;; esac
+      [ $# -gt 0 ] && shift
+      case $what in up | test | down) "cmd_$what" ;; install) cmd_install "$@" ;; *) usage ;; esac
       ;;
     up | test | down) "cmd_$command" ;;
+    install) cmd_install "$@" ;;
     diagnostics) [ $# = 1 ] || usage; diagnostics "$1" ;;
-    install)
-      [ $# -ge 1 ] || usage
-      CONTEXT=${KUBE_CONTEXT:-$(kubectl config current-context)}
-      local addon
-      for addon in "$@"; do
-        declare -F "install_${addon//-/_}" >/dev/null || die "unknown add-on: $addon (one of: $ADDONS)"
-        ensure_tools
-        "install_${addon//-/_}"
-      done
-      ;;
     *) usage ;;
   esac
+}
+
+cmd_install() {
+  [ $# -ge 1 ] || usage
+  local addon
+  for addon in "$@"; do
+    declare -F "install_${addon//-/_}" >/dev/null || die "unknown add-on: $addon (one of: $ADDONS)"
+  done
+  if [ -z "${KUBE_CONTEXT:-}" ] && [ "$PLAN" = 1 ]; then
+    CONTEXT=CURRENT-CONTEXT
+  else
+    CONTEXT=${KUBE_CONTEXT:-$(kubectl config current-context)}
+  fi
+  ensure_tools
+  for addon in "$@"; do "install_${addon//-/_}"; done
 }
 
 cmd_up() {

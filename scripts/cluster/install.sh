@@ -52,12 +52,17 @@ install_linkerd() {
   run "${l[@]}" viz check --wait "${STEP_TIMEOUT}s"
 }
 
-# kind's kubelets serve self-signed certificates, hence --kubelet-insecure-tls.
+# What only a local kind cluster gets (the same functions install a real cluster's add-ons).
+on_kind() { [[ $CONTEXT == kind-* ]]; }
+
 install_metrics_server() {
   step "metrics-server (chart $METRICS_SERVER_CHART_VERSION): the HPAs' metrics"
+  local local_only=()
+  # kind's kubelets serve self-signed certificates; a real cluster's kubelets are verified.
+  on_kind && local_only=(--set 'args={--kubelet-insecure-tls}')
   h upgrade --install metrics-server metrics-server --repo "$METRICS_SERVER_REPO" \
     --version "$METRICS_SERVER_CHART_VERSION" --namespace kube-system \
-    --set 'args={--kubelet-insecure-tls}' --wait --timeout "${STEP_TIMEOUT}s"
+    ${local_only[@]+"${local_only[@]}"} --wait --timeout "${STEP_TIMEOUT}s"
   wait_until "the metrics API answers" kubectl --context "$CONTEXT" top nodes
 }
 
@@ -70,26 +75,31 @@ install_cert_manager() {
     --wait --timeout "${STEP_TIMEOUT}s"
 }
 
-# The data plane's Service is a NodePort on a fixed port that kind maps to 127.0.0.1:8443
-# (scripts/cluster/kind.yaml): no cloud load balancer needed.
 install_gateway_fabric() {
   step "NGINX Gateway Fabric $NGF_CHART_VERSION"
+  local local_only=()
+  # On kind the data plane's Service is a NodePort on a fixed port that kind publishes on
+  # 127.0.0.1:8443 (scripts/cluster/kind.yaml); a real cluster keeps the LoadBalancer.
+  on_kind && local_only=(--set nginx.service.type=NodePort
+    --set-json 'nginx.service.nodePorts=[{"port":30443,"listenerPort":443}]')
   h upgrade --install ngf "$NGF_CHART" --version "$NGF_CHART_VERSION" \
-    --namespace nginx-gateway --create-namespace \
-    --set nginx.service.type=NodePort \
-    --set-json 'nginx.service.nodePorts=[{"port":30443,"listenerPort":443}]' \
+    --namespace nginx-gateway --create-namespace ${local_only[@]+"${local_only[@]}"} \
     --wait --timeout "${STEP_TIMEOUT}s"
   wait_until "GatewayClass nginx accepted" kubectl --context "$CONTEXT" wait --for=condition=Accepted gatewayclass/nginx --timeout=5s
 }
 
-# A meshed Prometheus (the metrics ports admit only mesh identities); Grafana and Alertmanager
-# stay off in a test cluster: the dashboards' queries are asserted against Prometheus itself.
+# A meshed Prometheus (the metrics ports admit only mesh identities). The release name is the
+# `release` label the ServiceMonitors carry.
 install_prometheus() {
   step "kube-prometheus-stack $KPS_CHART_VERSION, Prometheus meshed"
-  h upgrade --install kube-prometheus-stack "$KPS_CHART" --version "$KPS_CHART_VERSION" --namespace monitoring --create-namespace \
+  local local_only=()
+  # Grafana and Alertmanager stay off in the local cluster: the dashboards' queries are
+  # asserted against Prometheus itself, and nothing there pages anyone.
+  on_kind && local_only=(--set grafana.enabled=false --set alertmanager.enabled=false)
+  h upgrade --install kube-prometheus-stack "$KPS_CHART" --version "$KPS_CHART_VERSION" \
+    --namespace monitoring --create-namespace \
     --set 'prometheus.prometheusSpec.podMetadata.annotations.linkerd\.io/inject=enabled' \
-    --set grafana.enabled=false --set alertmanager.enabled=false \
-    --wait --timeout "${STEP_TIMEOUT}s"
+    ${local_only[@]+"${local_only[@]}"} --wait --timeout "${STEP_TIMEOUT}s"
   k rollout status -n monitoring statefulset/prometheus-kube-prometheus-stack-prometheus --timeout="${STEP_TIMEOUT}s"
 }
 

@@ -174,6 +174,9 @@ class PlanMode(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.plans = {what: plan(what) for what in ("up", "test", "down")}
+        # The add-ons as docs/deploy.md installs them on a real cluster (no kind-only values).
+        addons = re.search(r'^ADDONS="([^"]+)"', (HERE / "install.sh").read_text(), re.M)[1].split()
+        cls.plans["install"] = plan("install", *addons)
         cls.commands = [argv for text in cls.plans.values() for argv in commands(text)]
 
     def test_every_phase_prints_its_steps(self):
@@ -186,6 +189,8 @@ class PlanMode(unittest.TestCase):
                      "Observability"):
             self.assertIn(step, test)
         self.assertIn("delete cluster --name meridian", down)
+        self.assertIn("--kube-context CURRENT-CONTEXT upgrade --install ngf", self.plans["install"])
+        self.assertNotIn("NodePort", self.plans["install"], "a real cluster keeps NGF's LoadBalancer")
 
     def test_nothing_ran(self):
         # Plan mode prints; it downloads nothing and touches no cluster (the scratch dirs stay empty).
