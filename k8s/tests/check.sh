@@ -48,7 +48,7 @@ variant legacy-ingress-issuers cluster components/legacy-ingress-issuers
 variant kubelet-probes overlays/dev components/kubelet-probes meridian-dev
 
 step "kubectl kustomize: every overlay and component renders"
-for target in overlays/dev overlays/prod cluster gitops "${variants[@]#k8s/}"; do
+for target in overlays/dev overlays/e2e overlays/prod cluster cluster-e2e gitops "${variants[@]#k8s/}"; do
   name=${target//\//-}; name=${name#.render-}; name=${name%%.*}
   kubectl kustomize "k8s/$target" >"$rendered/$name.yaml"
   printf '  %-15s %3d objects\n' "$name" "$(grep -c '^kind:' "$rendered/$name.yaml")"

@@ -14,7 +14,7 @@ import subprocess
 import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-OVERLAYS = ["dev", "prod"]
+OVERLAYS = ["dev", "e2e", "prod"]
 SERVICES = ["items", "timezones"]
 # Names that exist outside these manifests, each for a stated reason.
 EXTERNAL_SERVICE_ACCOUNTS = {

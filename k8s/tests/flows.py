@@ -10,7 +10,7 @@ checked on the RENDERED overlays by two engines over one list:
 2. Linkerd: linkerd_authz.py decides, as Linkerd 2.20's policy controller and proxy do, which
    Server, route and AuthorizationPolicy admit each flow's request, or shows that none does.
 
-Usage: k8s/tests/flows.py                        the matrix of dev, prod and prod + legacy ingress
+Usage: k8s/tests/flows.py                        the matrix of dev, e2e, prod and prod + legacy ingress
        k8s/tests/flows.py DIR NAMESPACE [NAME]   your own overlay (a kustomize directory)
 Exit 1 when any flow differs from the matrix. test_flows.py runs it and shows it failing on
 broken copies (among them the selector rewrite that once blocked every flow of the system).
@@ -85,10 +85,14 @@ ENDPOINTS = {
 MESHED_APP_PODS = ["gateway", "items", "timezones", "postgres"]
 SCRAPERS = ["prometheus", "viz-prometheus"]
 
-# Variants: name -> (kustomize directory or None for a generated one, namespace, has dev's db)
-ALL = frozenset({"dev", "prod", "legacy-ingress"})
-DEV, PROD = frozenset({"dev"}), frozenset({"prod", "legacy-ingress"})
+# Variants: name -> (kustomize directory or None for a generated one, namespace, has dev's db).
+# e2e is dev on a kind cluster (k8s/overlays/e2e): dev's rows, its workloads run by Rollouts.
+ALL = frozenset({"dev", "e2e", "prod", "legacy-ingress"})
+DEV, PROD = frozenset({"dev", "e2e"}), frozenset({"prod", "legacy-ingress"})
 LEGACY = frozenset({"legacy-ingress"})
+# Overlays made for a CNI that does not exempt the node (kindnet): they include
+# k8s/components/kubelet-probes, so the node reaches the probe ports without any exemption.
+NODE_ADMITTED = frozenset({"e2e"})
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,7 @@ def _flows() -> list[Flow]:
         for src in sources:
             variants = DEV if "postgres" in (src, dst) else ALL
             if src == "ingress-nginx" and dst == "items":
-                variants = frozenset({"dev", "prod"})
+                variants = frozenset({"dev", "e2e", "prod"})
             flows.append(Flow(src, dst, (port,), False, f"only {'the edge' if dst == 'items' else 'items'} "
                               f"may call {dst}", variants, request=request, mesh="refused",
                               node_exempt=src == "kubelet"))
@@ -252,6 +256,10 @@ def cluster_issuers(legacy: bool) -> list[dict]:
 
 VARIANTS = {
     "dev": lambda: (kustomize(REPO / "k8s/overlays/dev"), "meridian-dev", cluster_issuers(False)),
+    # e2e's certificate comes from its own CA (k8s/components/local-issuer), so no ACME solver
+    # ever runs there; the solver rows still check the edge's policies it keeps from dev, with
+    # the solver pod as k8s/cluster's issuers would make it.
+    "e2e": lambda: (kustomize(REPO / "k8s/overlays/e2e"), "meridian-dev", cluster_issuers(False)),
     "prod": lambda: (kustomize(REPO / "k8s/overlays/prod"), "meridian-prod", cluster_issuers(False)),
     "legacy-ingress": lambda: (_variant(["components/legacy-ingress"], "overlays/prod", "meridian-prod"),
                                "meridian-prod", cluster_issuers(True)),
@@ -396,7 +404,12 @@ class Matrix:
         self.cluster = cluster_pods(namespace, issuers)
         analyzed = workloads_at_one_replica(docs) + self.cluster
         self.plain = nca(analyzed)
-        self.kubelet_probes = nca(analyzed + [node_policy or kubelet_probes_policy(namespace)])
+        # An overlay for kindnet (e2e) carries components/kubelet-probes itself: its own map must
+        # admit the node to the probe ports and nothing else. Every other overlay leaves the node
+        # to the exemption, and is checked with the component added as well.
+        self.admits_node = name in NODE_ADMITTED
+        self.kubelet_probes = self.plain if self.admits_node else \
+            nca(analyzed + [node_policy or kubelet_probes_policy(namespace)])
         self.authorizer = linkerd_authz.Authorizer(docs, namespace)
         namespaces = {d["metadata"]["name"]: d["metadata"].get("annotations", {})
                       for d in docs if d["kind"] == "Namespace"}
@@ -427,8 +440,8 @@ class Matrix:
                 # The scrapers' namespaces may use 4143, which carries their metrics scrapes.
                 ports.append(PROXY_INBOUND)
         problems = []
-        maps = [("", self.plain, flow.allowed and not flow.node_exempt)]
-        if flow.node_exempt:
+        maps = [("", self.plain, flow.allowed and (self.admits_node or not flow.node_exempt))]
+        if flow.node_exempt and not self.admits_node:
             maps.append((" with components/kubelet-probes", self.kubelet_probes, flow.allowed))
         for label, connectivity, expected in maps:
             for port in ports:
