@@ -14,7 +14,7 @@
 # builds the images and runs the nodes; default: docker if its daemon answers, else podman),
 # KUBE_CONTEXT (for `install`: the context to install into; default: the current one),
 # STEP_TIMEOUT (seconds each wait may take, 600).
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cluster/tools.sh
 source scripts/cluster/charts.sh
@@ -95,4 +95,6 @@ cmd_down() {
   run rm -rf "$STATE_DIR"
 }
 
+# Any command that fails names its step and prints what explains it (steps.sh: fail).
+trap 'fail "exit $? from: $BASH_COMMAND"' ERR
 main "$@"

@@ -90,9 +90,9 @@ SCRAPERS = ["prometheus", "viz-prometheus"]
 ALL = frozenset({"dev", "e2e", "prod", "legacy-ingress"})
 DEV, PROD = frozenset({"dev", "e2e"}), frozenset({"prod", "legacy-ingress"})
 LEGACY = frozenset({"legacy-ingress"})
-# Overlays made for a CNI that does not exempt the node (kindnet): they include
-# k8s/components/kubelet-probes, so the node reaches the probe ports without any exemption.
-NODE_ADMITTED = frozenset({"e2e"})
+# Overlays made for a CNI that does not exempt the node (kindnet) would include
+# k8s/components/kubelet-probes and be named here; none does (e2e's kind runs Calico).
+NODE_ADMITTED: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

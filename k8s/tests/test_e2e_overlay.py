@@ -55,8 +55,6 @@ ALLOWED = {
     ("Issuer", "meridian-selfsigned", ""): "k8s/components/local-issuer: signs the CA",
     ("Certificate", "meridian-local-ca", ""): "k8s/components/local-issuer: the CA curl --cacert trusts",
     ("Issuer", "meridian-local-ca", ""): "k8s/components/local-issuer: signs meridian-tls",
-    ("NetworkPolicy", "kubelet-probes", ""):
-        "kindnet applies the default deny to the kubelet's probes (k8s/components/kubelet-probes)",
 }
 
 # The canary objects e2e adds are prod's, but for these (kind, JSON pointer): the namespace and
@@ -66,6 +64,8 @@ AS_PROD_BUT = {
     ("*", "/metadata/namespace"), ("*", "/metadata/labels/app.kubernetes.io~1instance"),
     ("Rollout", "/spec/strategy/canary/trafficRouting/plugins/argoproj-labs~1gatewayAPI/namespace"),
     ("Rollout", "/spec/replicas"),
+    # Two 2-minute steps instead of prod's 17 minutes: the analysis still takes its measurements.
+    ("Rollout", "/spec/strategy/canary/steps"),
 }
 
 
@@ -165,6 +165,39 @@ class TheE2eOverlayIsDevWhereItCan(unittest.TestCase):
         self.assertEqual(delivery.check_workload_ref_deployments(E2E), [])
 
 
+def minutes(duration: str) -> float:
+    value, unit = float(duration[:-1]), duration[-1]
+    return value * {"s": 1 / 60, "m": 1, "h": 60}[unit]
+
+
+def analysis_verdict_in_time(docs) -> list[str]:
+    """The canary's steps must outlast the time the analysis needs to fail a bad canary (its
+    initial delay, then failureLimit + 1 failed measurements), or a faulty canary is promoted
+    before its verdict; scripts/cluster.sh test asserts the abort."""
+    template = contract.named(docs, "AnalysisTemplate", "linkerd-canary", "argoproj.io")
+    problems = []
+    for rollout in (d for d in docs if d["kind"] == "Rollout"):
+        pauses = sum(minutes(step["pause"]["duration"]) for step in rollout["spec"]["strategy"]["canary"]["steps"]
+                     if "pause" in step)
+        for metric in template["spec"]["metrics"]:
+            verdict = minutes(metric["initialDelay"]) + minutes(metric["interval"]) * metric["failureLimit"]
+            if pauses <= verdict:
+                problems.append(f"Rollout {rollout['metadata']['name']}: steps pause {pauses:g} min, "
+                                f"{metric['name']} fails a bad canary only at {verdict:g} min")
+    return problems
+
+
+class TheCanaryIsJudgedBeforeItEnds(unittest.TestCase):
+    def test_the_steps_outlast_the_analysis_verdict(self):
+        self.assertEqual(analysis_verdict_in_time(E2E), [])
+
+    def test_steps_too_short_are_caught(self):
+        e2e = copy.deepcopy(E2E)
+        contract.named(e2e, "Rollout", "items", "argoproj.io")["spec"]["strategy"]["canary"]["steps"] = [
+            {"setWeight": 50}, {"pause": {"duration": "2m"}}]
+        self.assertTrue(analysis_verdict_in_time(e2e))
+
+
 class TheClusterPiecesFitE2e(unittest.TestCase):
     def test_the_plugin_has_its_rights_in_meridian_dev_only(self):
         self.assertEqual(delivery.check_rollouts_plugin(CLUSTER_E2E, E2E), [])
@@ -195,8 +228,8 @@ class EachCheckCatchesItsMistake(unittest.TestCase):
 
     def test_a_canary_unlike_prods_is_caught(self):
         e2e = copy.deepcopy(E2E)
-        contract.named(e2e, "Rollout", "items", "argoproj.io")["spec"]["strategy"]["canary"]["steps"] = [{"setWeight": 100}]
-        self.assertIn(("Rollout", "items", "/spec/strategy/canary/steps"), unlike_prod(PROD, e2e))
+        contract.named(e2e, "Rollout", "items", "argoproj.io")["spec"]["strategy"]["canary"]["stableService"] = "items"
+        self.assertIn(("Rollout", "items", "/spec/strategy/canary/stableService"), unlike_prod(PROD, e2e))
 
     def test_the_prod_role_is_caught(self):
         problems = delivery.check_rollouts_plugin(contract.render("k8s/cluster"), E2E)

@@ -134,6 +134,8 @@ load_image() {
 
 deploy_e2e() {
   step "meridian: k8s/cluster-e2e, then the e2e overlay (dev + local images, local CA, canary)"
+  # The namespace first: k8s/cluster-e2e puts the rollouts plugin's Role in it.
+  k apply --server-side -f k8s/overlays/dev/namespace.yaml
   k apply --server-side -k k8s/cluster-e2e
   k rollout restart -n argo-rollouts deployment/argo-rollouts
   k rollout status -n argo-rollouts deployment/argo-rollouts --timeout="${STEP_TIMEOUT}s"

@@ -11,6 +11,7 @@ and upstream-charts.json (each chart's values.yaml):
 
 Run: python3 -m unittest scripts/cluster/test_cluster_contract.py
 """
+import functools
 import json
 import os
 import re
@@ -68,7 +69,10 @@ def commands(text: str) -> list[list[str]]:
     for line in text.splitlines():
         if not line.startswith("+ "):
             continue
-        words = shlex.split(line[2:].split("   #")[0], comments=False)
+        text = line[2:].split("   #")[0]
+        if text.startswith("until "):  # wait_until: the command it retries
+            text = text[len("until "):].split("; do sleep")[0]
+        words = shlex.split(text, comments=False)
         current: list[str] = []
         for word in words:
             if word == "|":
@@ -170,6 +174,38 @@ def kind_config_problems(config: dict, type_name: str = "Cluster") -> list[str]:
     return problems
 
 
+KUBECTL_FLAG = re.compile(r"^\s+(?:(-\w), )?(--[\w-]+)[=:]", re.M)
+
+
+@functools.lru_cache(maxsize=None)
+def kubectl_help(*words: str) -> str:
+    return subprocess.run(["kubectl", *words], capture_output=True, text=True, timeout=30).stdout
+
+
+def kubectl_problems(argv: list[str]) -> list[str]:
+    """Flags of one kubectl line that the kubectl here (the test machines' 1.32) does not have."""
+    rest = argv[1:]
+    if rest[:1] == ["--context"]:  # how the script starts every kubectl line
+        rest = rest[2:]
+    words = []
+    for word in rest:  # the command words come before the first flag
+        if word.startswith("-"):
+            break
+        words.append(word)
+    command = tuple(words[:1])
+    # A second word is part of the command when the first lists it (set env, rollout status).
+    listed = kubectl_help(*command, "--help").partition("Available Commands:")[2]
+    if len(words) > 1 and re.search(rf"^\s+{re.escape(words[1])}\s", listed, re.M):
+        command = tuple(words[:2])
+    allowed = set()
+    for text in (kubectl_help(*command, "--help"), kubectl_help("options")):
+        for short, long in KUBECTL_FLAG.findall(text):
+            allowed |= {long} | ({short} if short else set())
+    own = argv[1:argv.index("--")] if "--" in argv else argv[1:]  # after --: the container's command
+    flags = [w.split("=", 1)[0] for w in own if w.startswith("-") and w != "-"]
+    return [f"kubectl {' '.join(command)}: unknown flag {flag}" for flag in flags if flag not in allowed]
+
+
 class PlanMode(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -201,6 +237,12 @@ class PlanMode(unittest.TestCase):
         self.assertEqual(problems, [])
         self.assertGreaterEqual(sum(1 for argv in self.commands if tool_of(argv)), 15)
 
+    def test_every_kubectl_flag_exists(self):
+        lines = {tuple(argv) for argv in self.commands if argv and argv[0] == "kubectl"}
+        self.assertGreaterEqual(len(lines), 20)
+        problems = [p for argv in sorted(lines) for p in kubectl_problems(list(argv))]
+        self.assertEqual(problems, [])
+
     def test_every_chart_value_exists_in_its_values_yaml(self):
         problems = [p for argv in self.commands for p in chart_value_problems(argv)]
         self.assertEqual(problems, [])
@@ -226,6 +268,38 @@ class PlanMode(unittest.TestCase):
                 self.assertRegex(value, r"^[0-9a-f]{64}$", name)
 
 
+class DownloadsAreCheckedBySha256(unittest.TestCase):
+    """steps.sh's `download`, with curl replaced by a function that writes known bytes (the
+    machines that run the tests reach no release server)."""
+
+    def fetch(self, pinned: str) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as scratch:
+            script = f"""
+                set -euo pipefail
+                source scripts/cluster/steps.sh
+                curl() {{ printf 'the release binary' >"${{@: -2:1}}"; }}
+                download kind https://example.invalid/kind {pinned} {scratch}/kind
+                cat {scratch}/kind
+            """
+            return subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=30)
+
+    def test_the_pinned_checksum_lets_the_binary_in(self):
+        # sha256 of the bytes the fake curl writes: printf 'the release binary' | sha256sum
+        done = self.fetch("272959941d10e721ab182f9ca55fe3cb611c69568a2825f876092297096421e5")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertTrue(done.stdout.endswith("\nthe release binary"), done.stdout)
+
+    def test_any_other_checksum_stops_the_script(self):
+        done = self.fetch("0" * 64)
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("pinned 0000", done.stderr)
+
+    def test_no_pin_stops_the_script(self):
+        done = self.fetch("''")
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("no pinned sha256 for kind", done.stderr)
+
+
 class TheCheckersCatchMistakes(unittest.TestCase):
     """Each checker fails on a wrong line, so a green run means something."""
 
@@ -240,6 +314,10 @@ class TheCheckersCatchMistakes(unittest.TestCase):
     def test_an_unknown_chart_value(self):
         self.assertTrue(chart_value_problems(["/x/helm-v3", "upgrade", "--install", "cert-manager", "chart",
                                               "--set", "crds.enable=true"]))
+
+    def test_an_unknown_kubectl_flag(self):
+        self.assertEqual(kubectl_problems(["kubectl", "debug", "pod", "--custom-profile=x"]),
+                         ["kubectl debug: unknown flag --custom-profile"])
 
     def test_an_unknown_kind_field(self):
         self.assertEqual(kind_config_problems({"networking": {"disableDefaultCni": True}}),
