@@ -3,8 +3,10 @@
 profile. Reads docs/performance.json (load-tests/bench.sh) and the ramp's shape from
 load-tests/hpa-ramp.json; writes docs/scaling.md, docs/images/hpa-replay.png and the ramp's
 default rates into hpa-ramp.json. With --check, only verifies that the prod overlay's HPAs and
-CPU requests and the ramp's rates are the ones derived here (the test command runs that), so
-a changed benchmark, a hand-edited HPA or a retuned ramp cannot drift apart silently.
+CPU requests and the ramp's rates are the ones derived here, and that load-tests/README.md's
+dev-size hpa-ramp runs the rates derived for the dev overlay, which the replay scales out and
+back (the test command runs that), so a changed benchmark, a hand-edited HPA or a retuned ramp
+cannot drift apart silently.
 Usage: python3 load-tests/capacity.py [--check]"""
 
 import json
@@ -60,8 +62,20 @@ def derive(perf):
 def ramp_rates(derived):
     """The hpa-ramp's base and peak: a quarter of, and twice, what the minimum replicas serve
     at the CPU target."""
-    at_target = derived["items"]["per_pod_rps_at_target"] * MIN_REPLICAS
+    return rates_for_min_replicas(derived["items"]["per_pod_rps_at_target"] * MIN_REPLICAS)
+
+
+def rates_for_min_replicas(at_target):
     return round(at_target * 0.25), round(at_target * 2)
+
+
+def dev_ramp(derived, dev):
+    """hpa-ramp's rates for the dev overlay's items (load-tests/README.md documents them) by the
+    same rule as prod's, and the replicas the HPA replay gives over them."""
+    per_pod_at_request = derived["items"]["per_core_rps"] * dev["cpu_request_milli"] / 1000
+    at_target = per_pod_at_request * dev["target_percent"] / 100
+    base, peak = rates_for_min_replicas(at_target * dev["min_replicas"])
+    return base, peak, per_pod_at_request
 
 
 def ramp_profile(ramp, base, peak):
@@ -126,8 +140,8 @@ def chart(timeline, path, target_rps):
     fig.savefig(path, dpi=110)
 
 
-def prod_settings():
-    out = subprocess.run(["kubectl", "kustomize", str(REPO / "k8s/overlays/prod")],
+def overlay_settings(overlay):
+    out = subprocess.run(["kubectl", "kustomize", str(REPO / "k8s/overlays" / overlay)],
                          check=True, capture_output=True, text=True).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
     settings = {}
@@ -148,12 +162,27 @@ def check(derived, ramp):
     if (ramp["base_rps"], ramp["peak_rps"]) != (base, peak):
         problems.append(f"hpa-ramp.json rates are {ramp['base_rps']}/{ramp['peak_rps']} req/s, "
                         f"derived {base}/{peak} (rerun load-tests/capacity.py)")
-    for service, actual in prod_settings().items():
+    for service, actual in overlay_settings("prod").items():
         expected = {"min_replicas": derived[service]["min_replicas"], "max_replicas": derived[service]["max_replicas"],
                     "cpu_request_milli": CPU_REQUEST_MILLI, "target_percent": round(TARGET_UTILIZATION * 100)}
         for key, value in expected.items():
             if actual[key] != value:
                 problems.append(f"prod {service} {key} is {actual[key]}, derived {value} (load-tests/capacity.py)")
+    return problems + check_dev_ramp(derived, ramp)
+
+
+def check_dev_ramp(derived, ramp):
+    """The dev-size hpa-ramp command in load-tests/README.md carries the rates derived for the dev
+    overlay, and the HPA replay over them leaves one replica and comes back to it."""
+    dev = overlay_settings("dev")["items"]
+    base, peak, per_pod_at_request = dev_ramp(derived, dev)
+    problems = []
+    if f"-e RATE={base} -e PEAK={peak} " not in (REPO / "load-tests/README.md").read_text():
+        problems.append(f"load-tests/README.md: the dev-size hpa-ramp should run RATE={base} PEAK={peak}")
+    timeline = replay(ramp_profile(ramp, base, peak), per_pod_at_request, dev["min_replicas"], dev["max_replicas"])
+    if max(t[2] for t in timeline) <= dev["min_replicas"] or timeline[-1][2] != dev["min_replicas"]:
+        problems.append(f"hpa-ramp at dev size ({base}/{peak} req/s) should scale items out and back "
+                        f"to {dev['min_replicas']}: replicas {[t[2] for t in timeline[::60]]}")
     return problems
 
 
@@ -163,7 +192,7 @@ def main():
     ramp = json.loads(RAMP.read_text())
     if sys.argv[1:] == ["--check"]:
         problems = check(derived, ramp)
-        print("\n".join(problems) or "prod HPA settings and the hpa-ramp rates match the capacity model")
+        print("\n".join(problems) or "prod HPA settings and the hpa-ramp rates (prod's and dev's) match the capacity model")
         sys.exit(1 if problems else 0)
     items = derived["items"]
     base, peak = ramp_rates(derived)

@@ -4,11 +4,15 @@
 //   stress    arrival rate ramping from 100/s to PEAK (default 3000/s) over 10 min: the breaking point
 //   spike     50/s, then PEAK (default 1500/s) within 10 s for 1 min, then back
 //   soak      RATE/s (default 100) for DURATION (default 2h): leaks, slow drift
-//   hpa-ramp  the HPA demo: base load, ramp past the CPU target, hold, release, hold; watch
-//             `kubectl get hpa -w` (docs/scaling.md predicts the replica counts)
+//   hpa-ramp  the HPA demo: base load, ramp past the CPU target, hold, release, hold (19 min);
+//             RATE and PEAK set the base and peak (default: prod's, from hpa-ramp.json; the
+//             dev-size rates are in load-tests/README.md); watch `kubectl get hpa -w`
+//             (docs/scaling.md predicts the replica counts)
 // Target and key from env: ITEMS_URL, TIMEZONES_URL (`none`: no direct calls), API_KEY;
-// P95_MS and P99_MS replace the scenario's latency limits (e.g. across the internet). Every item
-// a run creates is deleted at the end; one left behind breaches a threshold. SUMMARY_DIR
+// P95_MS and P99_MS replace the scenario's latency limits (e.g. across the internet); MAX_VUS
+// (default 500) caps the VUs the arrival-rate scenarios may start. Every item a run creates is
+// deleted at the end; one left behind breaches a threshold. A create answered 429 by the write
+// rate limit is counted in writes_rate_limited, not as a failed request (mix.js). SUMMARY_DIR
 // (default .) gets summary-<scenario>.json; a short human summary goes to stdout. Exit 99 on a
 // threshold breach.
 //   k6 run --no-usage-report -e SCENARIO=smoke load-tests/meridian.js
@@ -56,8 +60,15 @@ if (!scenarios[SCENARIO]) {
 }
 
 // Error rate and latency limits per scenario. Loopback smoke must be near perfect; under
-// stress and spike, shedding (503) and rate limits (429) are expected answers, not failures of
-// the test, so the limit is looser and the point is where it breaks.
+// stress and spike, shedding (503) is expected, so the limit is looser and the point is where
+// it breaks. The write limit's 429s are never in `failed` (mix.js counts them apart).
+//
+// No threshold on the share of creates rate-limited: it follows from the offered write rate
+// against WRITE_RATE_PER_SECOND times the pods serving, which a run does not know. At
+// docs/scaling.md's prod peak, 6 pods take 300 of the mix's 660-830 creates/s; over the whole
+// ramp capacity.py's replay puts it at 46-54% of creates (5-7% of all requests), so "must not
+// dominate" would fail a healthy system. A limiter that
+// refuses every write fails the run anyway: setup() then seeds no item.
 const scenarioLimits = {
   smoke: { failed: 0.01, p95: 100, p99: 250 },
   load: { failed: 0.01, p95: 100, p99: 250 },
@@ -81,9 +92,11 @@ export const options = {
     // Per endpoint too, so one slow route cannot hide in the average of fast ones.
     ...Object.fromEntries(requestNames.map((name) => [`http_req_duration{name:${name}}`, [`p(99)<${limits.p99}`]])),
     test_items_left_behind: ['count<1'],
+    // A 429 that does not say when to retry is not the write limit's: no excuse for it.
+    writes_rate_limited_without_retry_after: ['count<1'],
   },
   summaryTrendStats: ['avg', 'min', 'med', 'p(95)', 'p(99)', 'max'],
-  // Writes can meet the per-key rate limit under heavy scenarios: a 429 is an answer.
+  // Seeding waits out the write limit's 429s, should another client have spent the key's burst.
   setupTimeout: '60s',
   // Deleting what a long run created waits on the write rate limit (50/s by default).
   teardownTimeout: '15m',
@@ -105,6 +118,8 @@ export function handleSummary(data) {
   const duration = data.metrics.http_req_duration.values;
   const failed = data.metrics.http_req_failed.values.rate;
   const requests = data.metrics.http_reqs.values;
+  const writes = (data.metrics.writes_rate_limited_share || { values: { passes: 0, fails: 0 } }).values;
+  const creates = writes.passes + writes.fails;
   const breached = Object.entries(data.metrics)
     .flatMap(([metric, m]) => Object.entries(m.thresholds || {})
       .filter(([, t]) => !t.ok).map(([expr]) => `${metric} ${expr}`));
@@ -112,6 +127,8 @@ export function handleSummary(data) {
   const human = [
     `meridian k6 ${SCENARIO}: ${requests.count} requests, ${requests.rate.toFixed(1)}/s, `
       + `${(failed * 100).toFixed(2)}% failed`,
+    `  creates ${creates}, rate-limited (429, not failed) ${writes.passes} `
+      + `(${((creates ? writes.passes / creates : 0) * 100).toFixed(1)}%)`,
     `  latency p50 ${fmt(duration.med)}, p95 ${fmt(duration['p(95)'])}, p99 ${fmt(duration['p(99)'])}, `
       + `max ${fmt(duration.max)}`,
     ...requestNames.map((name) => {

@@ -55,6 +55,9 @@ screenshot=$(mktemp --suffix=.png)
 SCREENSHOT=$screenshot observability/verify.sh
 rm -f "$screenshot"
 
+step "k6 counts the write limit's 429s apart and a 5xx as failed (load-tests/rate-limited-run.sh)"
+load-tests/rate-limited-run.sh
+
 step "Container images: built from the Dockerfile and run hardened with podman"
 cargo build --release --locked --bins
 scripts/container-test.sh

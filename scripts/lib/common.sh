@@ -53,8 +53,8 @@ wait_for_url() {
 }
 
 # Starts the debug timezones and items binaries on free loopback ports, items on a SQLite file
-# in DIR with its write rate limit lifted (test traffic is not abuse), and waits until both
-# are ready. Sets TIMEZONES_URL_HERE and ITEMS_URL_HERE; logs go to DIR/{timezones,items}.log.
+# in DIR with its write rate limit lifted (test traffic is not abuse; a test of the limit sets
+# ITEMS_WRITE_RATE and ITEMS_WRITE_BURST), and waits until both are ready. Sets TIMEZONES_URL_HERE and ITEMS_URL_HERE; logs go to DIR/{timezones,items}.log.
 # When the calling script exits, both processes are stopped and DIR is removed.
 # Usage: start_services DIR API_KEY
 start_services() {
@@ -69,7 +69,8 @@ start_services() {
   SERVICE_PIDS+=($!)
   DUMMY_API_KEY=$key SECRET_MESSAGE="test secret message" LOG_FORMAT=json METRICS_ADDR=127.0.0.1:0 \
     BIND_ADDR=127.0.0.1:$items_port TIMEZONES_URL=http://127.0.0.1:$tz_port \
-    DATABASE_URL="sqlite://$dir/items.db" WRITE_RATE_PER_SECOND=100000 WRITE_BURST=100000 \
+    DATABASE_URL="sqlite://$dir/items.db" WRITE_RATE_PER_SECOND="${ITEMS_WRITE_RATE:-100000}" \
+    WRITE_BURST="${ITEMS_WRITE_BURST:-100000}" \
     target/debug/items >"$dir/items.log" 2>&1 &
   SERVICE_PIDS+=($!)
   TIMEZONES_URL_HERE=http://127.0.0.1:$tz_port
