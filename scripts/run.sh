@@ -95,11 +95,17 @@ if [ "${DUMMY_API_KEY:-}" = "$default_key" ]; then
 fi
 echo
 
-# Only a service that exits on its own gets here: a signal to this script runs `stop`.
-code=0
-wait -n "$items_pid" "$timezones_pid" || code=$?
+# Only a service that exits on its own leaves this loop: a signal to this script runs `stop`.
+# It polls instead of `wait -n PID...` (bash 5.1), so that macOS's bash 3.2 runs it too; the
+# sleep runs in the background because a signal interrupts `wait` at once, not a foreground sleep.
+while kill -0 "$items_pid" 2>/dev/null && kill -0 "$timezones_pid" 2>/dev/null; do
+  sleep 0.2 &
+  wait $! || true
+done
 for pid in "$items_pid" "$timezones_pid"; do
   if ! kill -0 "$pid" 2>/dev/null; then
+    code=0
+    wait "$pid" || code=$?
     name=items; [ "$pid" = "$timezones_pid" ] && name=timezones
     echo "A service exited unexpectedly: $name (exit status $code); stopping the other." >&2
   fi

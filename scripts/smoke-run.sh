@@ -12,6 +12,13 @@ cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 ensure_k6
 
+# macOS ships bash 3.2: the run command may use nothing newer. No bash 3.2 runs here, so this
+# is a static check for what 3.2 lacks (wait -n: 4.3, with ids 5.1; mapfile, associative
+# arrays, case conversion, coproc, |&, &>>, ;& and ;;&: 4.0; local -n: 4.3; EPOCH*: 5.0).
+newer=$(grep -nE '\bwait -n\b|\b(mapfile|readarray|coproc)\b|declare -A|local -n|\$\{[A-Za-z_]+(,,|\^\^)|\|&|&>>|;;?&|EPOCH(SECONDS|REALTIME)' \
+  scripts/run.sh | grep -vE '^[0-9]+:[[:space:]]*#' || true)
+[ -z "$newer" ] || { echo "smoke-run: scripts/run.sh uses what macOS's bash 3.2 lacks:" >&2; echo "$newer" >&2; exit 1; }
+
 scratch=$(mktemp -d /tmp/meridian-smoke.XXXXXX)
 run_pid=""
 service_pids=()
