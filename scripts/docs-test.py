@@ -13,8 +13,9 @@ Every ```sh (or ```bash) block in a tracked Markdown file says in its info strin
   ```sh registry      needs the published images in their registry (unreachable here)
 Anything else fails the run, as does a command that fails or one that leaves files behind.
 It also checks that every relative link resolves (file and heading), that the README shows what
-the run command prints, and that docs/configuration.md's table of settings names exactly the
-variables each service's binary reads.
+the run command prints, that docs/configuration.md's table of settings names exactly the
+variables each service's binary reads, and that a benchmark figure quoted outside the generated
+pages is the one in docs/performance.json (see check_quoted_figures).
 Usage: python3 scripts/docs-test.py   (after the release build; ports 8080 and 8081 free)"""
 
 import os
@@ -177,9 +178,45 @@ def check_settings_table(path="docs/configuration.md"):
           f"({', '.join(f'{s} {len(documented[s])}' for s in SERVICES)})")
 
 
+# Benchmark figures a hand-written page may quote, each computed from docs/performance.json
+# (load-tests/bench.py writes it; the generated pages below are its report).
+FIGURES = {
+    "framework-vs-bare": lambda r: f"{r['ladder']['openapi hello']['rps'] / r['fixed']['bare hello']['rps']:.2f}×",
+}
+GENERATED = {"docs/performance.md", "docs/performance-data.md", "docs/soak-memory.md"}
+# A ratio such as 0.74×, and the marker that must follow it: `0.74× <!-- figure: key -->`.
+RATIO = re.compile(r"\d\.\d+×")
+MARKED = re.compile(r"(\d\.\d+×)\s*<!-- figure: ([a-z-]+) -->")
+
+
+def check_quoted_figures(files):
+    """A measured ratio quoted outside the generated pages names its figure in a marker, and
+    equals that figure in docs/performance.json: it cannot go stale when the benchmark reruns."""
+    results = __import__("json").loads((REPO / "docs/performance.json").read_text())
+    problems, checked = [], 0
+    for name in files:
+        if name in GENERATED:
+            continue
+        text = (REPO / name).read_text()
+        for quoted, key in MARKED.findall(text):
+            checked += 1
+            if key not in FIGURES:
+                problems.append(f"{name}: {quoted} names figure {key!r}, not one of {sorted(FIGURES)}")
+            elif quoted != FIGURES[key](results):
+                problems.append(f"{name}: {quoted} for {key}, but docs/performance.json gives {FIGURES[key](results)}")
+        unmarked = len(RATIO.findall(text)) - len(MARKED.findall(text))
+        if unmarked:
+            problems.append(f"{name}: {unmarked} ratio(s) like 0.74× without a `<!-- figure: key -->` marker")
+    if problems:
+        raise SystemExit("docs-test: quoted benchmark figures disagree with docs/performance.json:\n  "
+                         + "\n  ".join(problems))
+    print(f"docs-test: {checked} benchmark figures quoted outside the generated pages match docs/performance.json")
+
+
 def main():
     check_links(markdown_files())
     check_settings_table()
+    check_quoted_figures(markdown_files())
     found = list(blocks())
     unknown = [f"{n}:{l} ```sh {k}" for n, l, k, _ in found if k not in KINDS]
     if unknown:
