@@ -8,6 +8,7 @@
 //             RATE and PEAK set the base and peak (default: prod's, from hpa-ramp.json; the
 //             dev-size rates are in load-tests/README.md); watch `kubectl get hpa -w`
 //             (docs/scaling.md predicts the replica counts)
+//   cleanup   no traffic: deletes the items tagged RUN_TAG, which an interrupted run left behind
 // Target and key from env: ITEMS_URL, TIMEZONES_URL (`none`: no direct calls), API_KEY;
 // P95_MS and P99_MS replace the scenario's latency limits (e.g. across the internet); MAX_VUS
 // (default 500) caps the VUs the arrival-rate scenarios may start. Every item a run creates is
@@ -45,6 +46,7 @@ const scenarios = {
     ],
   }),
   soak: arrival({ executor: 'constant-arrival-rate', rate: RATE || 100, duration: __ENV.DURATION || '2h' }),
+  cleanup: { executor: 'shared-iterations', vus: 1, iterations: 1 },
   // Shaped for the prod HPA (70% of the app container's CPU request): the base load, a ramp
   // to twice what minReplicas pods absorb at the target, a hold long enough to scale out, then
   // back past the 5-minute scale-down window. The shape and its default rates (RATE, PEAK
@@ -76,6 +78,7 @@ const scenarioLimits = {
   spike: { failed: 0.05, p95: 500, p99: 1500 },
   soak: { failed: 0.01, p95: 100, p99: 250 },
   'hpa-ramp': { failed: 0.02, p95: 250, p99: 1000 },
+  cleanup: { failed: 0.01, p95: 1000, p99: 2500 },
 }[SCENARIO];
 const limits = {
   ...scenarioLimits,
@@ -98,16 +101,25 @@ export const options = {
   summaryTrendStats: ['avg', 'min', 'med', 'p(95)', 'p(99)', 'max'],
   // Seeding waits out the write limit's 429s, should another client have spent the key's burst.
   setupTimeout: '60s',
-  // Deleting what a long run created waits on the write rate limit (50/s by default).
+  // Deleting what a run created takes a request per 1,000 items (180 for a prod hpa-ramp),
+  // waiting out the write rate limit should another client have spent the key's burst.
   teardownTimeout: '15m',
 };
 
 export function setup() {
+  if (SCENARIO === 'cleanup') {
+    if (!__ENV.RUN_TAG) {
+      throw new Error('SCENARIO=cleanup deletes the items of one run: name its tag with RUN_TAG');
+    }
+    return { ids: [], runTag: __ENV.RUN_TAG };
+  }
   return startRun(20);
 }
 
 export default function (data) {
-  sendOne(data);
+  if (SCENARIO !== 'cleanup') {
+    sendOne(data);
+  }
 }
 
 export function teardown(data) {
@@ -115,6 +127,9 @@ export function teardown(data) {
 }
 
 export function handleSummary(data) {
+  if (!data.metrics.http_req_duration) {
+    return { stdout: `meridian k6 ${SCENARIO}: no request was sent (see the error above)\n` };
+  }
   const duration = data.metrics.http_req_duration.values;
   const failed = data.metrics.http_req_failed.values.rate;
   const requests = data.metrics.http_reqs.values;

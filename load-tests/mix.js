@@ -45,9 +45,10 @@ function recordWrite(response) {
 // Items to read by id, created once per run (k6 `setup()`). With faults injected, some
 // creates fail: those are retried, a bounded number of times in all; a 429 is waited out. The
 // run's items carry a tag of their own, so it can delete exactly what it created; made here,
-// once, because init code runs once per VU and each would pick another.
+// once, because init code runs once per VU and each would pick another. RUN_TAG names the tag
+// instead: `SCENARIO=cleanup RUN_TAG=<tag>` deletes what an interrupted run left behind.
 export function startRun(count) {
-  const runTag = `k6-run-${Date.now().toString(36)}`;
+  const runTag = __ENV.RUN_TAG || `k6-run-${Date.now().toString(36)}`;
   const ids = [];
   for (let attempt = 0; ids.length < count && attempt < count * 10; attempt += 1) {
     // One Idempotency-Key per item wanted, reused with the same body when that create is
@@ -71,34 +72,33 @@ export function startRun(count) {
   return { ids, runTag };
 }
 
-// Deletes every item the run created (k6 `teardown()`), a page at a time, waiting out the
-// write rate limit's Retry-After; bounded, so a broken service cannot keep it going. Returns
-// how many of the run's items are left (0 when the cleanup finished). The bound leaves room for
-// the ~30,000 items hpa-ramp creates at dev size (load-tests/README.md); the time it takes is
-// bounded by meridian.js's teardownTimeout.
-export function cleanUp({ runTag }, maxRequests = 60000) {
-  const page = () => http.get(`${target.items}/v1/items?tag=${runTag}&limit=100`, { tags: { name: 'cleanup' } });
-  let requests = 0;
-  let items = page().json('items') || [];
-  while (items.length > 0 && requests < maxRequests) {
-    for (const item of items) {
-      for (let tries = 0; tries < 5; tries += 1) {
-        requests += 1;
-        const response = http.del(`${target.items}/v1/items/${item.id}`, null, {
-          headers: writeHeaders,
-          tags: { name: 'cleanup' },
-          // A 429 is waited out and a 404 means already gone: neither is a failed request.
-          responseCallback: http.expectedStatuses(204, 404, 429),
-        });
-        if (response.status !== 429) {
-          break;
-        }
-        sleep(Number(response.headers['Retry-After'] || 1));
-      }
+// Deletes every item the run created (k6 `teardown()`), however many: `DELETE
+// /v1/items?tag=<run tag>` removes up to 1,000 a request, repeated until one answers 0, waiting
+// out the write rate limit's Retry-After (each request is one write). Bounded, so a broken
+// service cannot keep it going: the time by meridian.js's teardownTimeout, the requests here
+// (the bound is a billion items). Returns how many of the run's items are left (0 when the
+// cleanup finished; at most a page's worth is counted).
+export function cleanUp({ runTag }, maxRequests = 1000000) {
+  for (let requests = 0; requests < maxRequests; requests += 1) {
+    const response = http.del(`${target.items}/v1/items?tag=${runTag}&limit=1000`, null, {
+      headers: writeHeaders,
+      tags: { name: 'cleanup' },
+      // A 429 is waited out: the write limit, not a failed request.
+      responseCallback: http.expectedStatuses(200, 429),
+    });
+    if (response.status === 429) {
+      sleep(Number(response.headers['Retry-After'] || 1));
+    } else if (response.status !== 200 || response.json('deleted') === 0) {
+      break;
     }
-    items = page().json('items') || [];
   }
-  return items.length;
+  const left = http.get(`${target.items}/v1/items?tag=${runTag}&limit=100`, { tags: { name: 'cleanup' } });
+  if (left.status !== 200) {
+    // Unknown is not zero: count one, so the run cannot pass on a cleanup nobody could check.
+    console.error(`cleanup: listing ${runTag}'s items answered ${left.status || left.error}`);
+    return 1;
+  }
+  return (left.json('items') || []).length;
 }
 
 // [weight, name, (ids, zone) => [method, url], service called]: mostly reads, a tenth writes,

@@ -95,6 +95,25 @@ left=$(curl -fsS "http://$items_addr/v1/items?tag=k6&limit=100")
 [[ $left == *'"items":[]'* ]] || fail "k6 left items behind: $left"
 kept=$(curl -fsS "http://$items_addr/v1/items?name=smoke&limit=100")
 [[ $kept == *'"name":"smoke"'* ]] || fail "k6's cleanup deleted an item it did not create"
+
+# Cleanup at soak size: a soak at its defaults (100/s for 2 h) creates about 72,000 items.
+# seed-items gives this run's tag 30,000 items beside what the run creates itself (sending
+# 300,000 requests of the mix would take minutes), and the run's teardown must delete them all,
+# and only them.
+soak_tag=k6-run-soak-size
+DATABASE_URL="sqlite://$scratch/first.db" target/release/seed-items 30000 --tag "$soak_tag" >/dev/null
+before=$(curl -fsS "http://$items_addr/v1/items?tag=$soak_tag&limit=1")
+[[ $before == *'"name":'* ]] || fail "seed-items wrote no item with the run's tag: $before"
+k6 run --no-usage-report --quiet -e SCENARIO=smoke -e DURATION=3s -e RUN_TAG="$soak_tag" \
+  -e ITEMS_URL="http://$items_addr" -e TIMEZONES_URL="http://$timezones_addr" \
+  -e SUMMARY_DIR="$scratch" load-tests/meridian.js >"$scratch/k6-soak-size.out" 2>&1 \
+  || { cat "$scratch/k6-soak-size.out" >&2; fail "k6 run with 30,000 items to clean up failed"; }
+cat "$scratch/k6-soak-size.out"
+left=$(curl -fsS "http://$items_addr/v1/items?tag=$soak_tag&limit=100")
+[[ $left == *'"items":[]'* ]] || fail "the run left items with its tag behind: $left"
+kept=$(curl -fsS "http://$items_addr/v1/items?name=smoke&limit=100")
+[[ $kept == *'"name":"smoke"'* ]] || fail "the soak-size cleanup deleted an item it did not create"
+echo "smoke-run: a run with 30,000 seeded items and its own under its tag left none behind"
 ctrl_c_stops_both
 
 for round in 1 2 3 4 5; do

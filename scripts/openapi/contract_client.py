@@ -21,6 +21,7 @@ from items_client import AuthenticatedClient, Client  # noqa: E402
 from items_client.api.items import (  # noqa: E402
     create_item,
     delete_item,
+    delete_items_by_tag,
     get_item,
     list_items,
     replace_item,
@@ -131,6 +132,16 @@ assert not_json.status_code == 415 and "415" in declared("items", "post", "/v1/i
 
 expect(delete_item.sync_detailed(item_id, client=items), 204, "items", "delete", "/v1/items/{id}")
 expect(get_item.sync_detailed(item_id, client=anonymous), 404, "items", "get", "/v1/items/{id}")
+
+# A tagged delete, how a load run removes what it made: a page at a time until 0.
+run_tag = f"contract-{uuid.uuid4().hex[:8]}"
+for n in range(3):
+    expect(create_item.sync_detailed(client=items, body=ItemInput(name=f"run {n}", tags=[run_tag])),
+           201, "items", "post", "/v1/items")
+deleted = [expect(delete_items_by_tag.sync_detailed(client=items, tag=run_tag, limit=2),
+                  200, "items", "delete", "/v1/items").deleted for _ in range(3)]
+assert deleted == [2, 1, 0], deleted
+expect(delete_items_by_tag.sync_detailed(client=anonymous, tag=run_tag), 401, "items", "delete", "/v1/items")
 
 # Timezones: the lookups, and their errors.
 europe = expect(list_zones.sync_detailed(client=timezones, region="Europe", limit=5),

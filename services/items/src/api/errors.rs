@@ -127,6 +127,26 @@ impl ErrorStatuses for DeleteErrors {
     ];
 }
 
+pub struct DeleteTaggedErrors;
+impl ErrorStatuses for DeleteTaggedErrors {
+    const ANSWERS: &'static [Answer] = &[
+        (
+            400,
+            "The request cannot be read: no `tag`, or `limit` outside 1–1000.",
+        ),
+        answers::NO_API_KEY,
+        answers::WRONG_API_KEY,
+        (
+            422,
+            "`tag` breaks its rules (`urn:meridian:problem:validation-error`, `errors` names it).",
+        ),
+        WRITE_RATE,
+        answers::HEAD_TOO_LARGE,
+        answers::INTERNAL,
+        STORE_UNAVAILABLE,
+    ];
+}
+
 pub struct GreetingErrors;
 impl ErrorStatuses for GreetingErrors {
     const ANSWERS: &'static [Answer] = &[

@@ -12,7 +12,9 @@ use platform::auth::ApiKeyAuth;
 use platform::http::Deadline;
 
 use super::auth::WriteGuard;
-use super::errors::{CreateErrors, DeleteErrors, ListErrors, ReadErrors, UpdateErrors};
+use super::errors::{
+    CreateErrors, DeleteErrors, DeleteTaggedErrors, ListErrors, ReadErrors, UpdateErrors,
+};
 use super::strict_string::{StrictList, StrictString};
 use super::{ApiTags, parse_zone};
 use crate::domain::{
@@ -256,6 +258,21 @@ enum DeleteItemResponse {
     /// Deleted.
     #[oai(status = 204)]
     NoContent,
+}
+
+#[derive(Debug, Object)]
+struct DeletedItems {
+    /// How many items this request deleted: fewer than `limit` (0 at the end) when no more
+    /// items had the tag.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000")))]
+    deleted: u32,
+}
+
+#[derive(ApiResponse)]
+enum DeleteItemsResponse {
+    /// Deleted up to `limit` of the tagged items.
+    #[oai(status = 200)]
+    Ok(Json<DeletedItems>),
 }
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Items")]
@@ -554,6 +571,38 @@ impl ItemsApi {
             .map_err(ApiError::from)?;
         Ok(DeleteItemResponse::NoContent)
     }
+
+    /// Delete the items with a tag, oldest first, up to `limit` a request.
+    ///
+    /// Repeat until it answers `deleted: 0` to delete every item with the tag: how a load run
+    /// removes what it created (every item it makes carries the run's tag), however many.
+    /// The tag is required: there is no delete-everything. Needs the API key; each request
+    /// is one write for the rate limit.
+    #[oai(path = "/items", method = "delete", operation_id = "deleteItemsByTag")]
+    async fn delete_items_by_tag(
+        &self,
+        auth: ApiKeyAuth,
+        /// Only items with this tag (required).
+        tag: Query<StrictString<TAG_MAX_CHARS>>,
+        /// The most items this request deletes, 1–1000.
+        #[oai(
+            default = "default_delete_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u32>,
+    ) -> Result<DeleteItemsResponse, Errors<DeleteTaggedErrors>> {
+        self.writes.check(&auth)?;
+        let tag = Tag::parse(&tag.0.0, "tag").map_err(ApiError::from)?;
+        let deleted = self
+            .store
+            .delete_tagged(&tag, limit.0)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(DeleteItemsResponse::Ok(Json(DeletedItems {
+            // At most `limit`, itself at most 1000.
+            deleted: u32::try_from(deleted).unwrap_or(u32::MAX),
+        })))
+    }
 }
 
 /// An id that is not a UUID names no item: 404, like any other unknown id.
@@ -580,4 +629,8 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 fn default_limit() -> u32 {
     20
+}
+
+fn default_delete_limit() -> u32 {
+    1000
 }

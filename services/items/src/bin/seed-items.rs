@@ -1,6 +1,8 @@
 //! Seeds an items database with generated items, through the same store code the service
 //! writes with (so the indexes and counts are the real ones). For benchmarks and trying
-//! filters at scale: `DATABASE_URL=sqlite://data/items.db seed-items 100000`.
+//! filters at scale: `DATABASE_URL=sqlite://data/items.db seed-items 100000`. With `--tag T`
+//! every item also carries tag `T` (scripts/smoke-run.sh gives a k6 run's tag 30,000 items
+//! for its cleanup to delete).
 //!
 //! The data has known shapes, so a benchmark knows what it asks for:
 //! - every item has tag `group-<i % 100>`; even items also have tag `common`;
@@ -11,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use items::domain::ItemFields;
+use items::domain::{ItemFields, Tag};
 use items::store::{Store, StoreConfig};
 
 const ADJECTIVES: [&str; 16] = [
@@ -24,7 +26,7 @@ const NOUNS: [&str; 16] = [
 ];
 const CHUNK: usize = 5_000;
 
-fn item(i: usize) -> ItemFields {
+fn item(i: usize, extra_tag: Option<&str>) -> ItemFields {
     let rare = i.is_multiple_of(10_000);
     let mut name = format!("{} {} {i}", ADJECTIVES[i % 16], NOUNS[(i / 16) % 16]);
     let mut tags = vec![format!("group-{}", i % 100)];
@@ -35,6 +37,7 @@ fn item(i: usize) -> ItemFields {
         name.push_str(" zebracorn");
         tags.push("rare".to_owned());
     }
+    tags.extend(extra_tag.map(str::to_owned));
     let description = i
         .is_multiple_of(10)
         .then(|| format!("seeded item number {i}"));
@@ -43,11 +46,24 @@ fn item(i: usize) -> ItemFields {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let usage = "usage: DATABASE_URL=<sqlite:… or postgres:…> seed-items <count>";
+    let usage = "usage: DATABASE_URL=<sqlite:… or postgres:…> seed-items <count> [--tag <tag>]";
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let extra_tag = match args.get(1..) {
+        Some([]) | None => None,
+        Some([flag, tag]) if flag == "--tag" => match Tag::parse(tag, "--tag") {
+            Ok(_) => Some(tag.as_str()),
+            Err(e) => {
+                eprintln!("seed-items: --tag: {}", e.message);
+                return std::process::ExitCode::from(2);
+            }
+        },
+        Some(_) => {
+            eprintln!("{usage}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let (Some(count), Ok(url)) = (
-        std::env::args()
-            .nth(1)
-            .and_then(|n| n.parse::<usize>().ok()),
+        args.first().and_then(|n| n.parse::<usize>().ok()),
         std::env::var("DATABASE_URL"),
     ) else {
         eprintln!("{usage}");
@@ -73,7 +89,7 @@ async fn main() -> std::process::ExitCode {
     let mut seeded = 0;
     while seeded < count {
         let end = (seeded + CHUNK).min(count);
-        let batch: Vec<ItemFields> = (seeded..end).map(item).collect();
+        let batch: Vec<ItemFields> = (seeded..end).map(|i| item(i, extra_tag)).collect();
         if let Err(e) = store.create_many(batch).await {
             eprintln!("seed-items: writing items {seeded}..{end} failed: {e}");
             return std::process::ExitCode::FAILURE;

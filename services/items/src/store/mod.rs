@@ -239,6 +239,16 @@ impl Store {
         }
     }
 
+    /// Deletes up to `limit` items with this tag, oldest first; returns how many. A load run
+    /// tags what it creates, and deletes it all by repeating this until it answers 0, however
+    /// many items the run made (load-tests/mix.js).
+    pub async fn delete_tagged(&self, tag: &Tag, limit: u32) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.delete_tagged(tag, limit).await,
+            Self::Postgres(s) => s.delete_tagged(tag, limit).await,
+        }
+    }
+
     /// Forgets idempotency keys older than their lifetime; returns how many.
     pub async fn purge_expired_keys(&self) -> Result<u64, StoreError> {
         match self {

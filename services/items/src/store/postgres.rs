@@ -27,7 +27,7 @@ use super::{
     Created, Item, ItemRow, ListQuery, Page, SCAN_BUDGET, StoreConfig, StoreError, WRITE_ATTEMPTS,
     fingerprint, join_tags, name_pattern, new_item, now_micros, replayed_item, uses_trigram_index,
 };
-use crate::domain::{IdempotencyKey, ItemFields, Precondition};
+use crate::domain::{IdempotencyKey, ItemFields, Precondition, Tag};
 
 /// Taken while migrating, so replicas starting together apply the migrations once. Advisory
 /// locks belong to one database, so a constant key is enough.
@@ -404,6 +404,23 @@ impl PostgresStore {
             }
         }
         Err(StoreError::Conflict)
+    }
+
+    /// One statement: the trigger removes the items' tag rows. Rows another request deletes
+    /// meanwhile are skipped, not counted.
+    pub async fn delete_tagged(&self, tag: &Tag, limit: u32) -> Result<u64, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        claim_the_answer()?;
+        let deleted = sqlx::query(
+            "DELETE FROM items WHERE id IN \
+             (SELECT item_id FROM item_tags WHERE tag = $1 ORDER BY item_id LIMIT $2)",
+        )
+        .bind(tag.as_str())
+        .bind(i64::from(limit))
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+        Ok(deleted)
     }
 
     /// Not a request, so not held to a request's `statement_timeout`: a purge after a pause

@@ -28,7 +28,7 @@ use super::{
     Created, Item, ItemRow, ListQuery, Page, SCAN_BUDGET, StoreConfig, StoreError, fingerprint,
     join_tags, name_pattern, new_item, now_micros, replayed_item, uses_trigram_index,
 };
-use crate::domain::{IdempotencyKey, ItemFields, Precondition};
+use crate::domain::{IdempotencyKey, ItemFields, Precondition, Tag};
 
 /// Page cache per connection, in KiB (`PRAGMA cache_size = -N`). Small on purpose: the pages a
 /// read walks (the upper levels of the id index) fit, the rest comes from the OS's file cache,
@@ -133,6 +133,10 @@ enum Op {
     Delete {
         id: Uuid,
         precondition: Precondition,
+    },
+    DeleteTagged {
+        tag: Tag,
+        limit: u32,
     },
     PurgeKeys,
     Close,
@@ -284,6 +288,17 @@ impl SqliteStore {
 
     pub async fn delete(&self, id: Uuid, precondition: Precondition) -> Result<(), StoreError> {
         self.write(Op::Delete { id, precondition }).await.map(drop)
+    }
+
+    pub async fn delete_tagged(&self, tag: &Tag, limit: u32) -> Result<u64, StoreError> {
+        let op = Op::DeleteTagged {
+            tag: tag.clone(),
+            limit,
+        };
+        match self.write(op).await? {
+            Outcome::Done(n) => Ok(n),
+            _ => unreachable!("a tagged delete answers Done"),
+        }
     }
 
     pub async fn purge_expired_keys(&self) -> Result<u64, StoreError> {
@@ -814,6 +829,25 @@ fn apply(
                     .execute(params![tag.as_str(), seq])?;
             }
             Ok((Outcome::Done(1), -1))
+        }
+        Op::DeleteTagged { tag, limit } => {
+            let doomed: Vec<(i64, String)> = conn
+                .prepare_cached(
+                    "SELECT t.seq, i.tags FROM item_tags t JOIN items i ON i.seq = t.seq \
+                     WHERE t.tag = ?1 ORDER BY t.seq LIMIT ?2",
+                )?
+                .query_map(params![tag.as_str(), limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (seq, tags) in &doomed {
+                conn.prepare_cached("DELETE FROM items WHERE seq = ?1")?
+                    .execute([seq])?;
+                for tag in tags.split(',').filter(|t| !t.is_empty()) {
+                    conn.prepare_cached("DELETE FROM item_tags WHERE tag = ?1 AND seq = ?2")?
+                        .execute(params![tag, seq])?;
+                }
+            }
+            let n = doomed.len() as i64;
+            Ok((Outcome::Done(n as u64), -n))
         }
         Op::PurgeKeys => {
             let purged = conn

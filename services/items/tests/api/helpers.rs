@@ -456,6 +456,20 @@ impl TestApp {
     }
 }
 
+/// Another store on the app's database, for writing test data in bulk (`create_many`).
+pub async fn second_store(app: &TestApp) -> items::store::Store {
+    items::store::Store::connect(&items::store::StoreConfig {
+        url: app.db.url.clone(),
+        max_connections: 1,
+        max_readers: 1,
+        acquire_timeout: Duration::from_secs(5),
+        idempotency_ttl: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(30),
+    })
+    .await
+    .unwrap()
+}
+
 /// Asserts an RFC 9457 problem with this status, and returns it.
 pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(

@@ -20,4 +20,5 @@ mod resilience;
 mod scan_budget;
 mod secret;
 mod service;
+mod tagged_deletes;
 mod write_outcomes;

@@ -2,13 +2,11 @@
 //! `SCAN_BUDGET` items and may come back short with a cursor. Following the cursors still finds
 //! every match, once, in order.
 
-use std::time::Duration;
-
 use items::domain::ItemFields;
-use items::store::{SCAN_BUDGET, Store, StoreConfig};
+use items::store::SCAN_BUDGET;
 use serde_json::Value;
 
-use crate::helpers::{Db, TestApp, item_names, spawn_app};
+use crate::helpers::{Db, TestApp, item_names, second_store, spawn_app};
 use crate::on_both_databases;
 
 on_both_databases!(short_needles_page_through_a_bounded_window);
@@ -21,16 +19,7 @@ const MATCHING: [usize; 3] = [10, SCAN_BUDGET as usize + 10, 2 * SCAN_BUDGET as 
 /// Writes `TOTAL` items, named and tagged by `item(i, i is in MATCHING)`, in bulk through a
 /// second store on the app's database.
 async fn seed(app: &TestApp, item: impl Fn(usize, bool) -> (String, &'static str)) {
-    let store = Store::connect(&StoreConfig {
-        url: app.db.url.clone(),
-        max_connections: 1,
-        max_readers: 1,
-        acquire_timeout: Duration::from_secs(5),
-        idempotency_ttl: Duration::from_secs(60),
-        request_timeout: Duration::from_secs(30),
-    })
-    .await
-    .unwrap();
+    let store = second_store(app).await;
     let fields: Vec<ItemFields> = (0..TOTAL)
         .map(|i| {
             let (name, tag) = item(i, MATCHING.contains(&i));

@@ -24,7 +24,7 @@ async fn openapi_document_lists_the_contract() {
     let (status, spec) = app.get_json("/openapi.json").await;
     assert_eq!(status, 200);
     let expected = [
-        ("/v1/items", vec!["get", "post"]),
+        ("/v1/items", vec!["get", "post", "delete"]),
         ("/v1/items/{id}", vec!["get", "put", "patch", "delete"]),
         ("/v1/greeting", vec!["get"]),
         ("/v1/secret", vec!["get"]),
