@@ -187,7 +187,14 @@ pub fn init(log: &LogConfig, trace: &TraceConfig) -> Result<TelemetryGuard, Conf
     let (writer, log_writer) = crate::log_writer::batched(std::io::stdout());
     let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt = match log.format {
-        LogFormat::Json => fmt.event_format(JsonLines).with_filter(filter).boxed(),
+        // JsonLines reads no span fields (a request's ids come from `CURRENT_REQUEST`): left
+        // to the default, the layer formatted every span's fields, in ANSI colours, into a
+        // string nobody read (about 5,000 instructions a span, measured with cachegrind).
+        LogFormat::Json => fmt
+            .event_format(JsonLines)
+            .fmt_fields(NoSpanFields)
+            .with_filter(filter)
+            .boxed(),
         LogFormat::Pretty => fmt
             .compact()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
@@ -543,23 +550,33 @@ pub fn inject_trace(span: &tracing::Span, headers: &mut poem::http::HeaderMap) {
 /// W3C `traceparent` and B3 (single and multi), as the composite propagator writes them.
 fn write_trace_headers(ids: &TraceIds, headers: &mut poem::http::HeaderMap) {
     use poem::http::HeaderValue;
-    let trace = ids.trace_hex();
-    let span = ids.span_hex();
-    let (trace, span) = (
-        std::str::from_utf8(&trace).expect("hex"),
-        std::str::from_utf8(&span).expect("hex"),
-    );
-    let sampled = if ids.sampled { "1" } else { "0" };
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+    let (trace, span) = (ids.trace_hex(), ids.span_hex());
+    let sampled = if ids.sampled { b'1' } else { b'0' };
+    // Built from the hex bytes: formatting them through `format!` cost a fifth of the hop's
+    // header work (cachegrind).
+    let mut traceparent = [0u8; 55];
+    traceparent[..3].copy_from_slice(b"00-");
+    traceparent[3..35].copy_from_slice(&trace);
+    traceparent[35] = b'-';
+    traceparent[36..52].copy_from_slice(&span);
+    traceparent[52..54].copy_from_slice(b"-0");
+    traceparent[54] = sampled;
+    let mut b3 = [0u8; 51];
+    b3[..32].copy_from_slice(&trace);
+    b3[32] = b'-';
+    b3[33..49].copy_from_slice(&span);
+    b3[49] = b'-';
+    b3[50] = sampled;
+    let mut put = |name: &'static str, value: &[u8]| {
+        if let Ok(value) = HeaderValue::from_bytes(value) {
             headers.insert(name, value);
         }
     };
-    put("traceparent", format!("00-{trace}-{span}-0{sampled}"));
-    put("b3", format!("{trace}-{span}-{sampled}"));
-    put("x-b3-traceid", trace.to_owned());
-    put("x-b3-spanid", span.to_owned());
-    put("x-b3-sampled", sampled.to_owned());
+    put("traceparent", &traceparent);
+    put("b3", &b3);
+    put("x-b3-traceid", &trace);
+    put("x-b3-spanid", &span);
+    put("x-b3-sampled", &[sampled]);
 }
 
 /// One access log line's content.
@@ -727,6 +744,19 @@ fn write_json_string(out: &mut Vec<u8>, text: &str) {
         }
     }
     out.push(b'"');
+}
+
+/// Span fields for a log format that shows none: formats nothing.
+struct NoSpanFields;
+
+impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for NoSpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: tracing_subscriber::fmt::format::Writer<'writer>,
+        _fields: R,
+    ) -> std::fmt::Result {
+        Ok(())
+    }
 }
 
 /// JSON lines for every other event: the event's fields flattened beside `timestamp`, `level`
