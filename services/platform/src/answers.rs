@@ -101,3 +101,39 @@ pub fn unsaid(spec: &serde_json::Value) -> Vec<String> {
     }
     gaps
 }
+
+/// Panics unless a service's live OpenAPI document is, byte for byte, the one committed beside
+/// its tests (`<crate>/tests/api/openapi.json`): a change to the published contract is then a
+/// reviewed change to that file, never a side effect (a serializer swapped for speed, say).
+/// With `UPDATE_OPENAPI=1` the file is rewritten instead (docs/changing.md).
+pub fn assert_document_unchanged(live: &str, crate_dir: &str) {
+    let committed = std::path::Path::new(crate_dir).join("tests/api/openapi.json");
+    if let Err(difference) = document_unchanged(live, &committed) {
+        panic!("{difference}");
+    }
+}
+
+fn document_unchanged(live: &str, committed: &std::path::Path) -> Result<(), String> {
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        return std::fs::write(committed, live).map_err(|e| e.to_string());
+    }
+    let expected = std::fs::read_to_string(committed).map_err(|e| e.to_string())?;
+    match live.bytes().zip(expected.bytes()).position(|(a, b)| a != b) {
+        None if live.len() == expected.len() => Ok(()),
+        at => {
+            let at = at.unwrap_or(live.len().min(expected.len()));
+            let context = |text: &str| {
+                text.get(at.saturating_sub(80)..(at + 80).min(text.len()))
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            Err(format!(
+                "the OpenAPI document differs from {} at byte {at}:\n  live:      …{}…\n  committed: …{}…\n\
+                 (UPDATE_OPENAPI=1 rewrites the file when the change is meant)",
+                committed.display(),
+                context(live),
+                context(&expected),
+            ))
+        }
+    }
+}

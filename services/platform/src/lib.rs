@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod faults;
 pub mod http;
+pub mod json_body;
 pub mod lifecycle;
 pub mod log_writer;
 pub mod metrics;

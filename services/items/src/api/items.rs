@@ -1,11 +1,13 @@
 use chrono::{DateTime, Utc};
 use platform::Errors;
 use platform::http::RequestId;
+use platform::json_body::JsonBody;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Serialize;
 use uuid::Uuid;
 
 use platform::auth::ApiKeyAuth;
@@ -137,7 +139,7 @@ impl ItemPatchInput {
 }
 
 /// An item's timestamps as the clocks of the zone asked for with `tz` show them.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, Serialize)]
 struct LocalTimes {
     /// The IANA zone asked for, or the fallback offset used.
     #[oai(validator(max_length = 64))]
@@ -155,7 +157,9 @@ struct LocalTimes {
     degraded: bool,
 }
 
-#[derive(Debug, Object)]
+// Written by serde (`JsonBody`), described by poem-openapi: each `skip_serializing_if_is_none`
+// has its serde twin. (A `///` comment here would join the schema's description.)
+#[derive(Debug, Object, Serialize)]
 #[oai(rename = "Item")]
 struct ItemBody {
     /// UUIDv7: ids sort in creation order.
@@ -164,15 +168,19 @@ struct ItemBody {
     #[oai(validator(max_length = 100))]
     name: String,
     #[oai(skip_serializing_if_is_none, validator(max_length = 2000))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<String>,
     tags: TagList,
     /// Increases by one on every change; the `ETag` is this number in quotes.
     #[oai(validator(minimum(value = "1"), maximum(value = "9223372036854775807")))]
     version: i64,
+    #[serde(serialize_with = "platform::json_body::rfc3339")]
     created_at: DateTime<Utc>,
+    #[serde(serialize_with = "platform::json_body::rfc3339")]
     updated_at: DateTime<Utc>,
     /// Present when the request asked for a zone with `tz`.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     local: Option<LocalTimes>,
 }
 
@@ -197,7 +205,7 @@ impl ItemBody {
     }
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, Serialize)]
 struct ItemPage {
     /// At most `limit` items.
     #[oai(validator(max_items = 100))]
@@ -207,6 +215,7 @@ struct ItemPage {
     /// stopped after reading 5,000 items (or candidates from the name index), so follow the
     /// cursor.
     #[oai(skip_serializing_if_is_none, validator(max_length = 36))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     next_cursor: Option<String>,
 }
 
@@ -215,7 +224,7 @@ enum CreateItemResponse {
     /// Created; or, for a repeated `Idempotency-Key` with the same body, the first answer again.
     #[oai(status = 201)]
     Created(
-        Json<ItemBody>,
+        JsonBody<ItemBody>,
         #[oai(header = "Location")] LocationText,
         #[oai(header = "ETag")] EtagText,
         /// `true` when this is the stored answer to an earlier request with the same
@@ -230,7 +239,7 @@ enum ListItemsResponse {
     /// One page of items in creation order.
     #[oai(status = 200)]
     Ok(
-        Json<ItemPage>,
+        JsonBody<ItemPage>,
         /// Present when local times fell back to `TIMEZONE_OFFSET`: `timezones-unavailable`
         /// or `timezones-circuit-open`.
         #[oai(header = "Meridian-Degraded")]
@@ -244,7 +253,7 @@ enum ItemResponse {
     /// The item as it is now.
     #[oai(status = 200)]
     Ok(
-        Json<ItemBody>,
+        JsonBody<ItemBody>,
         #[oai(header = "ETag")] EtagText,
         /// Present when local times fell back to `TIMEZONE_OFFSET`: `timezones-unavailable`
         /// or `timezones-circuit-open`.
@@ -325,7 +334,7 @@ impl ItemsApi {
         let location = format!("/v1/items/{}", item.id);
         let etag = StrictString(etag(item.version));
         Ok(CreateItemResponse::Created(
-            Json(ItemBody::new(item, None)),
+            JsonBody(ItemBody::new(item, None)),
             StrictString(location),
             etag,
             created.replayed.then(|| StrictString("true".to_owned())),
@@ -439,7 +448,7 @@ impl ItemsApi {
             .map(|item| ItemBody::new(item, local.next()))
             .collect();
         Ok(ListItemsResponse::Ok(
-            Json(ItemPage { items, next_cursor }),
+            JsonBody(ItemPage { items, next_cursor }),
             degraded,
         ))
     }
@@ -482,7 +491,7 @@ impl ItemsApi {
         };
         let etag = StrictString(etag(item.version));
         Ok(ItemResponse::Ok(
-            Json(ItemBody::new(item, local)),
+            JsonBody(ItemBody::new(item, local)),
             etag,
             degraded,
         ))
@@ -512,7 +521,7 @@ impl ItemsApi {
             .map_err(ApiError::from)?;
         let etag = StrictString(etag(item.version));
         Ok(ItemResponse::Ok(
-            Json(ItemBody::new(item, None)),
+            JsonBody(ItemBody::new(item, None)),
             etag,
             None,
         ))
@@ -544,7 +553,7 @@ impl ItemsApi {
             .map_err(ApiError::from)?;
         let etag = StrictString(etag(item.version));
         Ok(ItemResponse::Ok(
-            Json(ItemBody::new(item, None)),
+            JsonBody(ItemBody::new(item, None)),
             etag,
             None,
         ))

@@ -133,6 +133,19 @@ impl<T, const MAX: usize> Default for StrictList<T, MAX> {
     }
 }
 
+// Written by serde for `JsonBody` answers: the same JSON as their `ToJSON`.
+impl<const MAX: usize> serde::Serialize for StrictString<MAX> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<T: serde::Serialize, const MAX: usize> serde::Serialize for StrictList<T, MAX> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

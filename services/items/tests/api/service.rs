@@ -122,3 +122,12 @@ async fn the_app_stops_cleanly_and_keeps_its_data() {
     assert_eq!(stored.fields.name.as_str(), "durable");
     reopened.close().await;
 }
+
+/// The published contract changes only on purpose: the live document is the committed one.
+#[tokio::test]
+async fn the_openapi_document_is_the_committed_one() {
+    let app = spawn_app(Db::Sqlite).await;
+    let live = reqwest::get(format!("{}/openapi.json", app.address)).await;
+    let live = live.unwrap().text().await.unwrap();
+    platform::answers::assert_document_unchanged(&live, env!("CARGO_MANIFEST_DIR"));
+}

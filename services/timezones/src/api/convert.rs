@@ -1,7 +1,7 @@
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use platform::json_body::JsonBody;
 use platform::{Errors, Problem};
 use poem_openapi::param::Query;
-use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::errors::ConvertErrors;
@@ -34,18 +34,20 @@ impl From<Disambiguation> for zones::Disambiguation {
 }
 
 /// One converted instant.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 struct Conversion {
     /// The instant, in UTC.
+    #[serde(serialize_with = "platform::json_body::rfc3339")]
     instant: DateTime<Utc>,
     /// The source zone's view, when `from` was given.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<ZoneTimeBody>,
     /// The target zone's view.
     to: ZoneTimeBody,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 struct ConvertResult {
     /// One entry per `at`, in order, or one for `local`.
     #[oai(validator(max_items = 250))]
@@ -56,7 +58,7 @@ struct ConvertResult {
 enum ConvertResponse {
     /// The conversions.
     #[oai(status = 200)]
-    Ok(Json<ConvertResult>),
+    Ok(JsonBody<ConvertResult>),
 }
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Conversion")]
@@ -115,7 +117,7 @@ impl ConvertApi {
                 to: ZoneTime::at(to, instant).into(),
             })
             .collect();
-        Ok(ConvertResponse::Ok(Json(ConvertResult { conversions })))
+        Ok(ConvertResponse::Ok(JsonBody(ConvertResult { conversions })))
     }
 }
 

@@ -22,14 +22,16 @@ enum ApiTags {
     Conversion,
 }
 
+// Written by serde (`JsonBody`), described by poem-openapi.
 /// What a zone's clocks show at one instant.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(rename = "ZoneTime")]
 pub struct ZoneTimeBody {
     /// IANA name, e.g. `America/New_York`.
     #[oai(validator(max_length = 32))]
     pub zone: String,
     /// The instant, in UTC.
+    #[serde(serialize_with = "platform::json_body::rfc3339")]
     pub instant: DateTime<Utc>,
     /// RFC 3339 local time with the zone's offset.
     #[oai(validator(max_length = 40))]

@@ -1,7 +1,7 @@
 use chrono::{DateTime, FixedOffset, Utc};
 use platform::Errors;
+use platform::json_body::JsonBody;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::errors::{ListErrors, LookupErrors};
@@ -11,7 +11,7 @@ use crate::zones::{self, ZoneTime};
 pub struct ZonesApi;
 
 /// One page of zone names.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 struct ZoneList {
     /// IANA names, sorted; at most `limit`.
     #[oai(validator(max_items = 1000))]
@@ -28,6 +28,7 @@ struct ZoneList {
         skip_serializing_if_is_none,
         validator(minimum(value = "0"), maximum(value = "4294967295"))
     )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     next_offset: Option<u32>,
 }
 
@@ -35,14 +36,14 @@ struct ZoneList {
 enum ListZonesResponse {
     /// The matching zones.
     #[oai(status = 200)]
-    Ok(Json<ZoneList>),
+    Ok(JsonBody<ZoneList>),
 }
 
 #[derive(ApiResponse)]
 enum GetZoneResponse {
     /// The zone's clocks at the instant.
     #[oai(status = 200)]
-    Ok(Json<ZoneTimeBody>),
+    Ok(JsonBody<ZoneTimeBody>),
 }
 
 #[OpenApi(prefix_path = "/v1", tag = "ApiTags::Timezones")]
@@ -83,7 +84,7 @@ impl ZonesApi {
             .map(str::to_owned)
             .collect();
         let end = offset.saturating_add(limit);
-        Ok(ListZonesResponse::Ok(Json(ZoneList {
+        Ok(ListZonesResponse::Ok(JsonBody(ZoneList {
             zones: page,
             total,
             limit,
@@ -105,7 +106,7 @@ impl ZonesApi {
     ) -> Result<GetZoneResponse, Errors<LookupErrors>> {
         let zone = parse_zone(&zone.0)?;
         let instant = at.0.map_or_else(Utc::now, |t| t.with_timezone(&Utc));
-        Ok(GetZoneResponse::Ok(Json(
+        Ok(GetZoneResponse::Ok(JsonBody(
             ZoneTime::at(zone, instant).into(),
         )))
     }

@@ -142,3 +142,12 @@ async fn request_ids_are_echoed_or_generated() {
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }
+
+/// The published contract changes only on purpose: the live document is the committed one.
+#[tokio::test]
+async fn the_openapi_document_is_the_committed_one() {
+    let app = spawn_app().await;
+    let live = reqwest::get(format!("{}/openapi.json", app.address)).await;
+    let live = live.unwrap().text().await.unwrap();
+    platform::answers::assert_document_unchanged(&live, env!("CARGO_MANIFEST_DIR"));
+}
