@@ -356,8 +356,7 @@ fn from_micros(micros: i64) -> Result<DateTime<Utc>, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {micros} out of range")))
 }
 
-/// The stored columns of one item. Rows are re-parsed through the domain types: what the
-/// database hands back is input too.
+/// The stored columns of one item, as this store wrote them (see `ItemFields::from_store`).
 struct ItemRow {
     id: String,
     name: String,
@@ -370,14 +369,9 @@ struct ItemRow {
 
 impl ItemRow {
     fn into_item(self) -> Result<Item, StoreError> {
-        let tags: Vec<String> = if self.tags.is_empty() {
-            Vec::new()
-        } else {
-            self.tags.split(',').map(str::to_owned).collect()
-        };
         Ok(Item {
             id: Uuid::parse_str(&self.id).map_err(|e| StoreError::Corrupt(format!("id: {e}")))?,
-            fields: parse_fields(&self.name, self.description.as_deref(), &tags)?,
+            fields: ItemFields::from_store(self.name, self.description, &self.tags),
             version: self.version,
             created_at: from_micros(self.created_at)?,
             updated_at: from_micros(self.updated_at)?,
