@@ -23,6 +23,8 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS build
 COPY --from=planner /src/recipe.json recipe.json
+# The dependencies' build settings (LIBSQLITE3_FLAGS) apply to the cached layer too.
+COPY .cargo .cargo
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 ARG MERIDIAN_GIT_COMMIT=unknown

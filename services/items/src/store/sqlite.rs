@@ -1047,6 +1047,28 @@ impl From<rusqlite::Error> for StoreError {
 mod tests {
     use super::*;
 
+    /// .cargo/config.toml's LIBSQLITE3_FLAGS reached the bundled build: neither global mutex
+    /// is compiled in.
+    #[test]
+    fn the_bundled_sqlite_has_no_global_memory_mutexes() {
+        let conn = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+
     /// A store with one reader, on a new file in a directory of its own.
     async fn store_in_temp_dir(what: &str, acquire_timeout: Duration) -> (SqliteStore, PathBuf) {
         let dir = std::env::temp_dir().join(format!("meridian-{what}-{}", Uuid::now_v7()));
