@@ -207,20 +207,12 @@ impl PostgresStore {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
-        let mut buffer = Uuid::encode_buffer();
-        let id = id.hyphenated().encode_lower(&mut buffer);
-        sqlx::query_as::<_, RowTuple>(
-            "SELECT id, name, description, tags, version, created_at, updated_at \
-             FROM items WHERE id = $1",
-        )
-        .bind(&*id)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(into_item)
-        .transpose()
+        get_on(&mut *self.pool.acquire().await?, id).await
     }
 
     pub async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        // One connection for the window's end and the page (see `update`).
+        let mut connection = self.pool.acquire().await?;
         let after = query.after.map(|a| a.to_string()).unwrap_or_default();
         let limit = i64::from(query.limit);
         let budget = i64::from(SCAN_BUDGET);
@@ -243,7 +235,7 @@ impl PostgresStore {
                 .bind(tag)
                 .bind(&after)
                 .bind(budget - 1)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *connection)
                 .await?
             }
             (true, None) => {
@@ -252,7 +244,7 @@ impl PostgresStore {
                 )
                 .bind(&after)
                 .bind(budget - 1)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *connection)
                 .await?
             }
         };
@@ -264,7 +256,7 @@ impl PostgresStore {
                 )
                 .bind(&after)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *connection)
                 .await?
             }
             (Some(tag), Some(pattern)) if short => {
@@ -282,7 +274,7 @@ impl PostgresStore {
                 .bind(pattern)
                 .bind(limit)
                 .bind(window_end.as_deref())
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *connection)
                 .await?
             }
             (None, Some(pattern)) if short => {
@@ -296,7 +288,7 @@ impl PostgresStore {
                 .bind(pattern)
                 .bind(limit)
                 .bind(window_end.as_deref())
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *connection)
                 .await?
             }
             (Some(tag), pattern) => {
@@ -314,7 +306,7 @@ impl PostgresStore {
                 .bind(pattern.as_deref())
                 .bind(limit)
                 .persistent(false)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *connection)
                 .await?
             }
             (None, Some(pattern)) => {
@@ -328,7 +320,7 @@ impl PostgresStore {
                 .bind(&after)
                 .bind(limit)
                 .persistent(false)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *connection)
                 .await?
             }
         };
@@ -351,14 +343,18 @@ impl PostgresStore {
         precondition: &Precondition,
         change: impl Fn(&ItemFields) -> ItemFields,
     ) -> Result<Item, StoreError> {
+        // One connection for the reads and the write: each acquisition is a pool round and,
+        // on release, a ping to the server (sqlx 0.9's `return_to_pool`).
+        let mut connection = self.pool.acquire().await?;
         for _ in 0..WRITE_ATTEMPTS {
-            let current = self.get(id).await?.ok_or(StoreError::NotFound)?;
+            let current = get_on(&mut connection, id)
+                .await?
+                .ok_or(StoreError::NotFound)?;
             if !precondition.allows(current.version) {
                 return Err(StoreError::PreconditionFailed);
             }
             let fields = change(&current.fields);
             let now = now_micros();
-            let mut connection = self.pool.acquire().await?;
             claim_the_answer()?;
             let updated = sqlx::query(
                 "UPDATE items SET name = $1, description = $2, tags = $3, \
@@ -386,12 +382,14 @@ impl PostgresStore {
     }
 
     pub async fn delete(&self, id: Uuid, precondition: &Precondition) -> Result<(), StoreError> {
+        let mut connection = self.pool.acquire().await?;
         for _ in 0..WRITE_ATTEMPTS {
-            let current = self.get(id).await?.ok_or(StoreError::NotFound)?;
+            let current = get_on(&mut connection, id)
+                .await?
+                .ok_or(StoreError::NotFound)?;
             if !precondition.allows(current.version) {
                 return Err(StoreError::PreconditionFailed);
             }
-            let mut connection = self.pool.acquire().await?;
             claim_the_answer()?;
             let deleted = sqlx::query("DELETE FROM items WHERE id = $1 AND version = $2")
                 .bind(id.to_string())
@@ -510,6 +508,20 @@ async fn pool_size(options: &PgConnectOptions, config: &StoreConfig) -> Result<u
         );
     }
     Ok(config.max_connections.min(available))
+}
+
+async fn get_on(connection: &mut sqlx::PgConnection, id: Uuid) -> Result<Option<Item>, StoreError> {
+    let mut buffer = Uuid::encode_buffer();
+    let id = id.hyphenated().encode_lower(&mut buffer);
+    sqlx::query_as::<_, RowTuple>(
+        "SELECT id, name, description, tags, version, created_at, updated_at \
+         FROM items WHERE id = $1",
+    )
+    .bind(&*id)
+    .fetch_optional(connection)
+    .await?
+    .map(into_item)
+    .transpose()
 }
 
 fn into_item(row: RowTuple) -> Result<Item, StoreError> {
