@@ -12,14 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 
-CARGO_DENY_VERSION=0.20.2
 scratch=$(mktemp -d /tmp/meridian-security.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 
 step "Installing the tools"
-if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
-  cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION"
-fi
+ensure_cargo_deny
 command -v yamllint >/dev/null || pip_install yamllint
 python3 -c 'import yaml' 2>/dev/null || pip_install pyyaml
 # The system Python (with PyYAML) for the workflow contract: the tools' venvs go first on PATH.

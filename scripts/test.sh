@@ -10,6 +10,10 @@ source scripts/lib/common.sh
 export MERIDIAN_GIT_COMMIT=${MERIDIAN_GIT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 
 step "Installing what the tests need"
+# cargo-deny compiles for minutes: in the background, while the packages below download.
+deny_log=$(mktemp)
+ensure_cargo_deny >"$deny_log" 2>&1 &
+deny_install=$!
 ensure_base_tools
 ensure_postgresql
 ensure_observability_tools
@@ -39,6 +43,8 @@ shellcheck -x scripts/cluster.sh
 python3 -m unittest scripts/cluster/test_cluster_contract.py 2>&1 | tail -n 3
 
 step "Security gates, offline: cargo-deny, semgrep, actionlint, zizmor, checkov (scripts/security.sh)"
+wait "$deny_install" || { cat "$deny_log" >&2; echo "installing cargo-deny failed" >&2; exit 1; }
+rm -f "$deny_log"
 scripts/security.sh
 
 step "DAST: schemathesis against both services (scripts/dast.sh)"

