@@ -185,6 +185,11 @@ def provenance():
 def provenance_line(r):
     """The report's line naming its run; every generated section carries its own."""
     run = r.get("run")
+    if not run and r.get("recorded_in"):
+        # Runs before stamps: the commit that added the figures, found in git's history.
+        at = r["recorded_in"]
+        return (f"**Run:** not stamped (before runs were); its figures were committed in "
+                f"`{at['commit']}` on {at['date']}, so they measure that commit's code or older.")
     if not run:
         return "**Run:** not recorded (measured before runs were stamped with their commit)."
     dirty = " plus uncommitted changes" if run["uncommitted_changes"] else ""
