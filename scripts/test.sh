@@ -72,12 +72,12 @@ step "Hostile clients over HTTP/1.1 and HTTP/2 against the release binaries (scr
 scripts/hostile-clients.sh
 
 step "What telemetry costs: throughput with telemetry off and on (figures, not a timed test)"
-BENCH_SECONDS=5 observability/bench-telemetry.sh
+BENCH_SECONDS=2 observability/bench-telemetry.sh
 
 step "The benchmarks run (1 s per measurement, small data sets, output discarded; docs/performance.md comes from a full run)"
 bench_out=$(mktemp -d)
 BENCH_DATA=1 BENCH_DATA_SIZES=1000,5000 BENCH_SECONDS=1 BENCH_RATES=500,2000 BENCH_OUT=$bench_out \
-  INSTRUCTIONS_N=1000 INSTRUCTIONS_REPEAT=1 load-tests/bench.sh | tail -n 3
+  INSTRUCTIONS_N=300 INSTRUCTIONS_REPEAT=1 load-tests/bench.sh | tail -n 3
 grep -q '^| item read by id' "$bench_out/performance.md"
 grep -q '^| item-by-id-postgres | ' "$bench_out/performance.md"
 grep -q '^| sqlite | 5,000' "$bench_out/performance-data.md"
