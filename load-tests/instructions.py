@@ -23,6 +23,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -229,6 +230,9 @@ def main():
                                            os.environ.get("BENCH_POSTGRES_URL"))[names[0]]
             figure, (base_out, out) = per_request(binary, env, setup, scratch)
             print(f"{names[0]}: {figure:,.0f} instructions/request; where the N requests' went:")
+            if os.environ.get("PROFILE_OUT"):
+                # Kept for callgrind_annotate --tree=caller and friends, after the scratch goes.
+                shutil.copyfile(out, os.environ["PROFILE_OUT"])
             if TOOL == "callgrind":
                 subprocess.run(["callgrind_annotate", "--inclusive=yes", str(out)], check=True)
                 return

@@ -9,7 +9,7 @@ use chrono::FixedOffset;
 use platform::auth::ApiKeySettings;
 use platform::config::{ConfigError, Env, Secret, ServiceDefaults};
 use platform::settings::ServerConfig;
-use reqwest::Url;
+use url::Url;
 
 use crate::timezones_client::ClientConfig;
 

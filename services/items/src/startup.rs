@@ -25,8 +25,8 @@ pub enum StartupError {
     Bind(#[from] BindError),
     #[error("cannot open the database (DATABASE_URL): {0}")]
     Database(crate::store::StoreError),
-    #[error("cannot build the timezones client: {0}")]
-    HttpClient(reqwest::Error),
+    #[error("{0}")]
+    HttpClient(crate::timezones_client::ClientBuildError),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }

@@ -610,3 +610,77 @@ async fn the_half_open_circuit_lets_one_trial_call_through() {
         "the trial's success closed the circuit"
     );
 }
+
+/// A timezones stand-in that answers every conversion correctly, followed by `padding` bytes of
+/// JSON whitespace: a valid answer of any size. Serves until the test ends.
+fn padded_timezones(padding: usize) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    // The headers, up to the blank line.
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                        line.clear();
+                    }
+                    let target = request_line.split(' ').nth(1).unwrap_or_default();
+                    let conversions: Vec<Value> = target
+                        .split(['?', '&'])
+                        .filter_map(|pair| pair.strip_prefix("at="))
+                        .map(|at| json!({"to": {"local_time": at, "abbreviation": "UTC"}}))
+                        .collect();
+                    let mut body = json!({ "conversions": conversions })
+                        .to_string()
+                        .into_bytes();
+                    body.resize(body.len() + padding, b' ');
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if stream.write_all(head.as_bytes()).is_err()
+                        || stream.write_all(&body).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn an_oversized_answer_from_timezones_is_refused_not_buffered() {
+    for (padding, degraded) in [(100 << 10, None), (2 << 20, Some("timezones-unavailable"))] {
+        let app = spawn_app_with(Options {
+            timezones: Timezones::At(padded_timezones(padding)),
+            env: env(&[("TIMEZONES_RETRIES", "0")]),
+            ..Options::default()
+        })
+        .await;
+        let created = app
+            .create(json!({"name": "sized", "description": "answer size"}))
+            .await;
+        let id = created["id"].as_str().unwrap();
+        let (read, body) = sample(
+            "read",
+            app.client.get(app.url(&format!("/v1/items/{id}?tz=UTC"))),
+        )
+        .await;
+        assert_eq!(read.status, 200);
+        assert_eq!(
+            read.degraded.as_deref(),
+            degraded,
+            "an answer padded by {padding} bytes: {body:?}"
+        );
+    }
+}
