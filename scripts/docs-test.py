@@ -5,6 +5,9 @@ Every ```sh (or ```bash) block in a tracked Markdown file says in its info strin
   ```sh               runs here: executed, in order, against the system ./scripts/run.sh starts
   ```sh run-command   the README's run command: this script starts the system with it
   ```sh test-command  the README's test command: CI runs it, and this script runs inside it
+  ```sh suite         steps of the test command, which it has already run by the time this
+                      script runs: each line must be a command scripts/test.sh (or the manifest
+                      check it calls) runs as written; running them twice cost two minutes
   ```sh cluster       needs a Kubernetes cluster; only its lines marked `# (run here)` run
   ```sh long          runs here but takes minutes (benchmarks, profiling); the test command
                       runs a shorter form of it
@@ -33,7 +36,9 @@ sys.path.insert(0, str(REPO / "k8s/tests"))
 from contract import SERVICES, settings_read_by  # noqa: E402  (the one reading of the code)
 
 FENCE = re.compile(r"^\s*```(sh|bash)\b(.*)$")  # also indented, inside a list item
-KINDS = {"", "run-command", "test-command", "cluster", "long", "docker", "registry"}
+KINDS = {"", "run-command", "test-command", "suite", "cluster", "long", "docker", "registry"}
+# Where a ```sh suite block's commands must appear, each as the start of a line.
+SUITE_SCRIPTS = ["scripts/test.sh", "k8s/tests/check.sh"]
 RUN_HERE = re.compile(r"#\s*\(run here\)")
 # A claim such as `kubectl kustomize k8s/cluster  # (run here) renders 8 objects` is checked.
 RENDER_CLAIM = re.compile(r"kubectl kustomize (\S+).*renders (\d+) objects")
@@ -78,12 +83,28 @@ def wait_ready(urls, seconds):
 
 
 def run(name, line, script):
+    started = time.monotonic()
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, capture_output=True,
                             text=True, timeout=600)
     if result.returncode != 0:
         print(f"FAIL {name}:{line}\n{script}\n--- output ---\n{result.stdout}{result.stderr}")
         raise SystemExit(1)
-    print(f"  ok   {name}:{line}")
+    print(f"  ok   {name}:{line} ({time.monotonic() - started:.1f} s)")
+
+
+def check_suite(found):
+    """Every command of a ```sh suite block is one the test command runs as written."""
+    run_lines = [l.strip() for f in SUITE_SCRIPTS for l in (REPO / f).read_text().splitlines()]
+    missing = [f"{name}:{line + offset}: {command.strip()}"
+               for name, line, kind, text in found if kind == "suite"
+               for offset, command in enumerate(text.splitlines())
+               if command.strip() and not command.lstrip().startswith("#")
+               and not any(l.startswith(command.strip()) for l in run_lines)]
+    if missing:
+        raise SystemExit(f"docs-test: suite commands that {' and '.join(SUITE_SCRIPTS)} do not run:\n  "
+                         + "\n  ".join(missing))
+    count = sum(len([c for c in t.splitlines() if c.strip()]) for _, _, k, t in found if k == "suite")
+    print(f"docs-test: the {count} commands in suite blocks are ones the test command runs")
 
 
 def check_render_count(name, line, path, claimed):
@@ -221,6 +242,7 @@ def main():
     unknown = [f"{n}:{l} ```sh {k}" for n, l, k, _ in found if k not in KINDS]
     if unknown:
         raise SystemExit("docs-test: blocks of no known kind:\n  " + "\n  ".join(unknown))
+    check_suite(found)
     run_commands = [t.strip() for _, _, k, t in found if k == "run-command"]
     if run_commands != ["./scripts/run.sh"]:
         raise SystemExit(f"docs-test: expected one run-command block, ./scripts/run.sh; found {run_commands}")
@@ -255,7 +277,8 @@ def main():
     if after != before:
         raise SystemExit(f"docs-test: the documented commands changed or left files:\n{after}")
     print(f"docs: {counts['']} blocks run, the run command started, cluster blocks {counts['cluster']} "
-          f"(their `# (run here)` lines run); not run here: test command {counts['test-command']}, "
+          f"(their `# (run here)` lines run), suite blocks {counts['suite']} (run by the test command); "
+          f"not run here: test command {counts['test-command']}, "
           f"long {counts['long']}, docker {counts['docker']}, registry {counts['registry']}")
 
 
