@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use poem::http::{HeaderValue, Method, StatusCode, header};
+use poem::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use tokio::sync::Semaphore;
 
@@ -24,10 +24,14 @@ use crate::settings::ServerConfig;
 use crate::telemetry::{self, RequestContext, RequestTrace};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-const API_KEY_HEADER: &str = "x-api-key";
 /// The time budget left for a request, in whole milliseconds. A caller sets it so the callee
 /// gives up when the caller would no longer use the answer.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+// The names as `HeaderName`s, built once: a lookup by `&str` parses and checks the name
+// first, on every request (cachegrind: about a sixth of the platform layer's header work).
+const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const TIMEOUT: HeaderName = HeaderName::from_static(TIMEOUT_HEADER);
 
 /// The status recorded for a request whose client went away before the answer (nginx's
 /// convention; no response is sent).
@@ -164,14 +168,14 @@ impl<E: Endpoint> Endpoint for Platform<E> {
         let (route_index, route) = self.shared.templates.find_index(&path);
         let request_id = req
             .headers()
-            .get(REQUEST_ID_HEADER)
+            .get(&REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|id| is_acceptable_request_id(id))
             .map_or_else(new_request_id, str::to_owned);
         let trace = RequestTrace::start(req.headers(), method, route);
         let context = RequestContext::new(request_id.clone(), trace.ids());
         req.extensions_mut().insert(RequestId(request_id));
-        if req.headers().contains_key(API_KEY_HEADER) {
+        if req.headers().contains_key(&API_KEY) {
             req.extensions_mut().insert(self.shared.api_keys.clone());
         }
 
@@ -194,7 +198,7 @@ impl<E: Endpoint> Endpoint for Platform<E> {
             None => work.await,
         };
         if let Ok(value) = HeaderValue::from_str(&record.context.request_id) {
-            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            response.headers_mut().insert(REQUEST_ID, value);
         }
         add_security_headers(response.headers_mut());
         record.answered(response.status());
@@ -215,7 +219,7 @@ impl<E: Endpoint> Platform<E> {
         };
         let callers_budget = req
             .headers()
-            .get(TIMEOUT_HEADER)
+            .get(&TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_millis);
@@ -650,6 +654,9 @@ pub struct RouteTemplates(Arc<Vec<Template>>);
 /// A route template split into segments: `Some(literal)` or `None` for a `{parameter}`.
 struct Template {
     segments: Vec<Option<&'static str>>,
+    /// The text before its first parameter (all of it when it has none): a path that does not
+    /// start with it cannot match, which is checked before walking the segments.
+    literal_prefix: &'static str,
     text: &'static str,
     /// Its position in the order given, which metrics use as its key.
     index: usize,
@@ -686,6 +693,7 @@ impl RouteTemplates {
                     .collect();
                 Template {
                     segments,
+                    literal_prefix: text.find('{').map_or(text, |at| &text[..at]),
                     text,
                     index,
                     operations,
@@ -744,7 +752,7 @@ impl RouteTemplates {
     fn find_index(&self, path: &str) -> (Option<usize>, &'static str) {
         self.0
             .iter()
-            .find(|t| matches_template(&t.segments, path))
+            .find(|t| path.starts_with(t.literal_prefix) && matches_template(&t.segments, path))
             .map_or((None, UNMATCHED_ROUTE), |t| (Some(t.index), t.text))
     }
 }
