@@ -34,6 +34,16 @@ step "Tests"
 results=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$results"
 
+# The release build (the images, the hostile clients, the benchmarks and the run command use
+# it) compiles from here in the background at the lowest priority, while the steps below spend
+# much of their time waiting on what they start (schemathesis, k6, Prometheus, Chromium, the
+# validators' downloads); the CPU they want stays theirs. Not during the tests above: some of
+# them time answers against real clocks.
+release_log=$(mktemp)
+nice -n 19 cargo build --release --locked --bins >"$release_log" 2>&1 &
+release_build=$!
+trap 'kill "$release_build" 2>/dev/null || true; stop_test_postgres' EXIT
+
 step "Kubernetes and Linkerd manifests: rendered, validated, tied to the code (k8s/tests/check.sh)"
 k8s/tests/check.sh
 
@@ -65,6 +75,9 @@ step "k6 counts the write limit's 429s apart and a 5xx as failed (load-tests/rat
 load-tests/rate-limited-run.sh
 
 step "Container images: built from the Dockerfile and run hardened with podman"
+wait "$release_build" || { cat "$release_log" >&2; echo "the release build failed" >&2; exit 1; }
+tail -n 1 "$release_log"
+rm -f "$release_log"
 cargo build --release --locked --bins
 scripts/container-test.sh
 
