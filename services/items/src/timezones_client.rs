@@ -427,7 +427,7 @@ impl TimezonesClient {
             .unwrap_or(Err(HopFailure::Timeout));
         match &sent {
             Ok((StatusCode::OK, _)) => self.metrics.answered_ok.increment(1),
-            other => metrics::counter!("upstream_requests_total", "upstream" => UPSTREAM, "outcome" => other.outcome())
+            other => metrics::counter!("upstream_requests_total", "upstream" => UPSTREAM, "outcome" => outcome(other))
                 .increment(1),
         }
         self.metrics
@@ -449,7 +449,8 @@ impl TimezonesClient {
                 TimezonesError::callers_deadline("timed out at the caller's deadline")
             }
             HopFailure::Timeout => TimezonesError::unavailable("timed out", false),
-            HopFailure::Connect(e) => TimezonesError::unavailable(e, true),
+            // The whole chain: hyper-util's own Display stops at "client error (Connect)".
+            HopFailure::Connect(e) => TimezonesError::unavailable(error_chain(&e), true),
             HopFailure::Other(e) => TimezonesError::unavailable(e, false),
         })?;
         let problem_type = || {
@@ -528,27 +529,21 @@ enum HopFailure {
     Other(String),
 }
 
-trait HopOutcome {
-    /// The `outcome` label of `upstream_requests_total`: the status code, or what went wrong.
-    fn outcome(&self) -> Cow<'static, str>;
-}
-
-impl HopOutcome for Result<(StatusCode, Bytes), HopFailure> {
-    fn outcome(&self) -> Cow<'static, str> {
-        match self {
-            // The statuses timezones answers with get their label without an allocation.
-            Ok((status, _)) => match status.as_u16() {
-                200 => "200".into(),
-                400 => "400".into(),
-                404 => "404".into(),
-                500 => "500".into(),
-                503 => "503".into(),
-                code => code.to_string().into(),
-            },
-            Err(HopFailure::Timeout) => "timeout".into(),
-            Err(HopFailure::Connect(_)) => "connect_error".into(),
-            Err(HopFailure::Other(_)) => "error".into(),
-        }
+/// The `outcome` label of `upstream_requests_total`: the status code, or what went wrong.
+fn outcome(sent: &Result<(StatusCode, Bytes), HopFailure>) -> Cow<'static, str> {
+    match sent {
+        // The statuses timezones answers with get their label without an allocation.
+        Ok((status, _)) => match status.as_u16() {
+            200 => "200".into(),
+            400 => "400".into(),
+            404 => "404".into(),
+            500 => "500".into(),
+            503 => "503".into(),
+            code => code.to_string().into(),
+        },
+        Err(HopFailure::Timeout) => "timeout".into(),
+        Err(HopFailure::Connect(_)) => "connect_error".into(),
+        Err(HopFailure::Other(_)) => "error".into(),
     }
 }
 
