@@ -2,6 +2,10 @@ use items::configuration::Settings;
 use items::startup::Application;
 use platform::Env;
 
+// mimalloc, not glibc's malloc: platform::allocator says why.
+#[global_allocator]
+static ALLOCATOR: platform::allocator::Allocator = platform::allocator::Allocator;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     platform::lifecycle::run_service(

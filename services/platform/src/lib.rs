@@ -3,6 +3,7 @@
 //!
 //! This crate knows neither service; each service composes these parts in its own `startup`.
 
+pub mod allocator;
 pub mod answers;
 pub mod auth;
 pub mod config;

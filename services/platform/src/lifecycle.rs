@@ -274,6 +274,7 @@ impl Listeners {
             tracing::info!(drain_ms = drain_delay.as_millis() as u64, "draining");
             tokio::time::sleep(drain_delay).await;
         };
+        crate::allocator::release_startup_memory();
         tracing::info!(addr = %api_addr, "listening");
         let served = crate::server::serve(
             "api",
