@@ -10,6 +10,7 @@ use crate::on_both_databases;
 
 on_both_databases!(
     item_read_renders_timestamps_in_the_zone_asked_for,
+    an_updated_item_renders_each_of_its_two_instants,
     item_list_makes_one_timezones_call_per_page,
 );
 
@@ -52,6 +53,31 @@ async fn item_read_renders_timestamps_in_the_zone_asked_for(db: Db) {
         "no tz, no local times, no call"
     );
     assert_eq!(timezones.requests_to("/v1/convert").await, 1);
+}
+
+/// items asks timezones for each distinct instant once; a changed item has two, and each
+/// local time must stay with its own field.
+async fn an_updated_item_renders_each_of_its_two_instants(db: Db) {
+    let app = spawn_app(db).await;
+    let item = app.create(json!({"name": "before"})).await;
+    let path = format!("/v1/items/{}", item["id"].as_str().unwrap());
+    // Timestamps are kept to the microsecond: a few milliseconds apart is apart.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let response = app
+        .write(reqwest::Method::PATCH, &path)
+        .json(&json!({"name": "after"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (status, read) = app.get_json(&format!("{path}?tz=Asia/Tokyo")).await;
+    assert_eq!(status, 200);
+    assert_ne!(read["created_at"], read["updated_at"]);
+    let local = &read["local"];
+    assert_eq!(local["source"], "timezones");
+    assert_ne!(local["created_at"], local["updated_at"]);
+    assert!(same_instant(&read["created_at"], &local["created_at"]));
+    assert!(same_instant(&read["updated_at"], &local["updated_at"]));
 }
 
 async fn item_list_makes_one_timezones_call_per_page(db: Db) {

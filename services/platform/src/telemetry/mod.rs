@@ -147,7 +147,9 @@ impl TelemetryGuard {
 static TRACING: OnceLock<(bool, SamplerConfig, bool)> = OnceLock::new();
 static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
-fn exporting() -> bool {
+/// Whether spans are exported. When they are not, a span a caller builds goes nowhere but
+/// still costs its fields' formatting and the registry's bookkeeping, so callers skip it.
+pub fn exporting() -> bool {
     TRACING.get().is_some_and(|(export, _, _)| *export)
 }
 
