@@ -437,7 +437,8 @@ annotates them by function ([load-tests/README.md](../load-tests/README.md#profi
 `item-by-id` runs with the defaults (JSON access log, trace ids, metrics); `-telemetry-off` with
 `LOG_LEVEL=off` and `OTEL_TRACES_SAMPLER=always_off`; `-telemetry-on` exports every span over
 OTLP/HTTP to a local receiver; `hop` is the read with `?tz=Asia/Tokyo`, items counted and
-timezones running natively; `-postgres` reads from a PostgreSQL on 127.0.0.1 (its own work is not
+timezones running natively (the item was never updated, so its two timestamps are one instant
+and items asks timezones for it once); `-postgres` reads from a PostgreSQL on 127.0.0.1 (its own work is not
 counted).
 
 ## Fixed concurrency ({r['concurrency']} connections)
