@@ -2,6 +2,8 @@
 //!
 //! - No ping per acquire (`test_before_acquire(false)`): a dead connection fails its query,
 //!   which answers 503, and the pool replaces it; a ping would cost every request a round trip.
+//! - Reads by id keep their connection checked out for the next one ([`HeldConnections`]):
+//!   sqlx's pool pings every connection it gets back, which no setting turns off.
 //! - Statements are prepared once per connection and cached by sqlx; the page size is bound,
 //!   not formatted in, so every page size shares one statement. Filtered pages are the
 //!   exception: they are planned for their actual values (`persistent(false)`), since the
@@ -17,10 +19,12 @@
 //!   `items` by a trigger (migrations/postgres), whoever writes: the previous release's pods
 //!   during a canary too.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool, Row};
+use sqlx::{ConnectOptions, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use super::{
@@ -32,9 +36,11 @@ use crate::domain::{IdempotencyKey, ItemFields, Precondition, Tag};
 /// Taken while migrating, so replicas starting together apply the migrations once. Advisory
 /// locks belong to one database, so a constant key is enough.
 const MIGRATION_LOCK: i64 = 0x6d65_7269_6469_616e;
-/// SQLSTATE of a statement cancelled, here by `statement_timeout`: the database was too busy
-/// for the request's deadline, so 503 like a full pool.
-const QUERY_CANCELED: &str = "57014";
+/// SQLSTATE classes that say the database, not the request, is the trouble, so 503 like a full
+/// pool: 57, operator intervention (a statement cancelled by `statement_timeout` because the
+/// database was too busy for the deadline, the server shutting down or ending the connection),
+/// and 08, connection exceptions. Either way the statement did not commit.
+const UNAVAILABLE_CLASSES: [&str; 2] = ["57", "08"];
 /// How often a replica asks again for the migration lock while another one migrates.
 const MIGRATION_LOCK_RETRY: Duration = Duration::from_millis(100);
 
@@ -43,7 +49,82 @@ type RowTuple = (String, String, Option<String>, String, i64, i64, i64);
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    held: Arc<HeldConnections>,
     ttl_micros: i64,
+}
+
+/// Connections kept checked out of the pool between reads by id. sqlx 0.9's pool pings every
+/// connection it gets back, from a task it spawns (`return_to_pool` in sqlx-core's
+/// `pool/connection.rs`; no option turns it off): with the acquisition, about 12,000 of a
+/// PostgreSQL read's instructions and a round trip to the server (cachegrind,
+/// docs/performance.md). A read that completes leaves its connection here for the next one;
+/// a read that fails or is cancelled drops it, and the pool's own return path tests it as
+/// before, since a dropped query can leave a connection mid-protocol.
+///
+/// - At most half the pool is held; every query takes a held connection before asking the
+///   pool, and none is kept while the pool has no idle connection of its own (someone may be
+///   queued for one), so holding cannot starve anyone of a connection.
+/// - A connection goes back to the pool after [`HELD_AT_MOST`], so the pool's lifetime and
+///   idle rules still reach it.
+/// - At shutdown the held connections go back before the pool closes.
+struct HeldConnections {
+    idle: Mutex<Vec<Held>>,
+    capacity: usize,
+    pool_size: u32,
+}
+
+/// How long a connection stays out of the pool before it goes back through the pool's test.
+const HELD_AT_MOST: Duration = Duration::from_secs(60);
+
+struct Held {
+    connection: PoolConnection<Postgres>,
+    since: Instant,
+}
+
+impl HeldConnections {
+    fn new(pool_size: u32) -> Self {
+        let capacity = pool_size as usize / 2;
+        Self {
+            idle: Mutex::new(Vec::with_capacity(capacity)),
+            capacity,
+            pool_size,
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Held>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A held connection, or one from the pool.
+    async fn take(&self, pool: &PgPool) -> Result<Held, StoreError> {
+        if let Some(held) = self.idle().pop() {
+            return Ok(held);
+        }
+        Ok(Held {
+            connection: pool.acquire().await?,
+            since: Instant::now(),
+        })
+    }
+
+    /// After a completed query: kept for the next read, or (full, or held long enough) given
+    /// back to the pool.
+    fn keep(&self, held: Held, pool: &PgPool) {
+        // With none idle in the pool and none left to open, a request may be waiting in the
+        // pool's queue, which only a connection given back to the pool would reach.
+        let pool_drained = pool.num_idle() == 0 && pool.size() >= self.pool_size;
+        if !pool_drained && held.since.elapsed() < HELD_AT_MOST {
+            let mut idle = self.idle();
+            if idle.len() < self.capacity {
+                idle.push(held);
+            }
+        }
+    }
+
+    /// Gives every held connection back to the pool (which then closes them when it closes).
+    fn release_all(&self) {
+        let released = std::mem::take(&mut *self.idle());
+        drop(released);
+    }
 }
 
 impl PostgresStore {
@@ -67,8 +148,14 @@ impl PostgresStore {
             .await?;
         Ok(Self {
             pool,
+            held: Arc::new(HeldConnections::new(pool_size)),
             ttl_micros: i64::try_from(config.idempotency_ttl.as_micros()).unwrap_or(i64::MAX),
         })
+    }
+
+    /// A connection for one request: a held one (see [`HeldConnections`]) when there is one.
+    async fn connection(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        Ok(self.held.take(&self.pool).await?.connection)
     }
 
     /// The statistics collector's live-row count: no scan, whatever the table's size. It lags
@@ -78,13 +165,15 @@ impl PostgresStore {
             "SELECT COALESCE((SELECT n_live_tup FROM pg_stat_user_tables \
              WHERE relname = 'items' AND schemaname = current_schema()), 0)",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.connection().await?)
         .await?;
         Ok(row.try_get(0)?)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.connection().await?)
+            .await?;
         Ok(())
     }
 
@@ -105,7 +194,7 @@ impl PostgresStore {
             let now = now_micros();
             // The key's row is inserted first; on a conflict (the key is taken, or another
             // request is inserting it right now, which this waits for) nothing is inserted.
-            let mut connection = self.pool.acquire().await?;
+            let mut connection = self.connection().await?;
             claim_the_answer()?;
             let inserted: i64 = sqlx::query_scalar(
                 "WITH key AS ( \
@@ -137,7 +226,7 @@ impl PostgresStore {
                 "SELECT request, item_id, created_at FROM idempotency_keys WHERE key = $1",
             )
             .bind(key.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
             match remembered {
                 Some((stored, item_id, at)) if at > now - self.ttl_micros => {
@@ -152,7 +241,7 @@ impl PostgresStore {
                     sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND created_at = $2")
                         .bind(key.as_str())
                         .bind(at)
-                        .execute(&self.pool)
+                        .execute(&mut *self.connection().await?)
                         .await?;
                 }
                 None => {} // purged in between: try again
@@ -164,7 +253,7 @@ impl PostgresStore {
     async fn insert(&self, fields: &ItemFields) -> Result<Item, StoreError> {
         let id = Uuid::now_v7();
         let now = now_micros();
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.connection().await?;
         claim_the_answer()?;
         sqlx::query(
             "INSERT INTO items (id, name, description, tags, version, created_at, updated_at) \
@@ -201,29 +290,25 @@ impl PostgresStore {
         .bind(&descriptions)
         .bind(&tags)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(batch.len())
     }
 
-    /// Through the pool's own executor, not `get_on` with an acquired connection: the same
-    /// one acquisition, but that future is larger, and `Store::get`'s future (which every item
-    /// read moves, on SQLite too) is as large as its largest back end's: it cost the SQLite
-    /// read 16,000 instructions of memcpy (cachegrind).
+    /// On a held connection (see [`HeldConnections`]). An error drops the connection, which
+    /// the pool then tests.
     pub async fn get(&self, id: Uuid) -> Result<Option<Item>, StoreError> {
-        let mut buffer = Uuid::encode_buffer();
-        let id = id.hyphenated().encode_lower(&mut buffer);
-        sqlx::query_as::<_, RowTuple>(SELECT_ITEM)
-            .bind(&*id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(into_item)
-            .transpose()
+        let mut held = self.held.take(&self.pool).await?;
+        let item = get_on(&mut held.connection, id).await?;
+        self.held.keep(held, &self.pool);
+        Ok(item)
     }
 
     pub async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let after = query.after.map(|a| a.to_string()).unwrap_or_default();
         let limit = i64::from(query.limit);
+        // One connection for the page's queries.
+        let mut connection = self.connection().await?;
         let budget = i64::from(SCAN_BUDGET);
         let tag = query.tag.as_ref().map(|t| t.as_str());
         let needle = query.name_contains.as_deref();
@@ -244,7 +329,7 @@ impl PostgresStore {
                 .bind(tag)
                 .bind(&after)
                 .bind(budget - 1)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *connection)
                 .await?
             }
             (true, None) => {
@@ -253,7 +338,7 @@ impl PostgresStore {
                 )
                 .bind(&after)
                 .bind(budget - 1)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *connection)
                 .await?
             }
         };
@@ -265,7 +350,7 @@ impl PostgresStore {
                 )
                 .bind(&after)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *connection)
                 .await?
             }
             (Some(tag), Some(pattern)) if short => {
@@ -283,7 +368,7 @@ impl PostgresStore {
                 .bind(pattern)
                 .bind(limit)
                 .bind(window_end.as_deref())
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *connection)
                 .await?
             }
             (None, Some(pattern)) if short => {
@@ -297,7 +382,7 @@ impl PostgresStore {
                 .bind(pattern)
                 .bind(limit)
                 .bind(window_end.as_deref())
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *connection)
                 .await?
             }
             (Some(tag), pattern) => {
@@ -315,7 +400,7 @@ impl PostgresStore {
                 .bind(pattern.as_deref())
                 .bind(limit)
                 .persistent(false)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *connection)
                 .await?
             }
             (None, Some(pattern)) => {
@@ -329,7 +414,7 @@ impl PostgresStore {
                 .bind(&after)
                 .bind(limit)
                 .persistent(false)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *connection)
                 .await?
             }
         };
@@ -354,7 +439,7 @@ impl PostgresStore {
     ) -> Result<Item, StoreError> {
         // One connection for the reads and the write: each acquisition is a pool round and,
         // on release, a ping to the server (sqlx 0.9's `return_to_pool`).
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.connection().await?;
         for _ in 0..WRITE_ATTEMPTS {
             let current = get_on(&mut connection, id)
                 .await?
@@ -391,7 +476,7 @@ impl PostgresStore {
     }
 
     pub async fn delete(&self, id: Uuid, precondition: &Precondition) -> Result<(), StoreError> {
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.connection().await?;
         for _ in 0..WRITE_ATTEMPTS {
             let current = get_on(&mut connection, id)
                 .await?
@@ -416,7 +501,7 @@ impl PostgresStore {
     /// One statement: the trigger removes the items' tag rows. Rows another request deletes
     /// meanwhile are skipped, not counted.
     pub async fn delete_tagged(&self, tag: &Tag, limit: u32) -> Result<u64, StoreError> {
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.connection().await?;
         claim_the_answer()?;
         let deleted = sqlx::query(
             "DELETE FROM items WHERE id IN \
@@ -434,7 +519,8 @@ impl PostgresStore {
     /// (or one waiting on a lock) may take longer, and cancelling it each minute would let
     /// the table grow. One minute is the time between purges.
     pub async fn purge_expired_keys(&self) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut connection = self.connection().await?;
+        let mut tx = sqlx::Connection::begin(&mut *connection).await?;
         sqlx::query("SET LOCAL statement_timeout = '1min'")
             .execute(&mut *tx)
             .await?;
@@ -447,6 +533,7 @@ impl PostgresStore {
     }
 
     pub async fn close(&self) {
+        self.held.release_all();
         self.pool.close().await;
     }
 }
@@ -553,7 +640,11 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StoreError::Unavailable(Box::new(e))
             }
-            sqlx::Error::Database(ref db) if db.code().as_deref() == Some(QUERY_CANCELED) => {
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|code| {
+                    UNAVAILABLE_CLASSES.iter().any(|c| code.starts_with(c))
+                }) =>
+            {
                 StoreError::Unavailable(Box::new(e))
             }
             e => StoreError::Database(Box::new(e)),

@@ -191,6 +191,54 @@ async fn postgres_cancels_a_query_whose_request_ran_out_of_time() {
     );
 }
 
+/// Reads by id keep their connection out of the pool for the next read; one the server has
+/// closed must fail its read (503) and be dropped, never kept: here PostgreSQL ends every
+/// connection of the app, and reads are 200 again after at most one 503 per connection.
+#[tokio::test]
+async fn reads_recover_when_postgres_ends_the_connections_they_keep() {
+    let app = spawn_app_with(Options {
+        db: Db::Postgres,
+        env: settings(&[("DATABASE_MAX_CONNECTIONS", "4")]),
+        ..Options::default()
+    })
+    .await;
+    let item = app.create(json!({"name": "kept"})).await;
+    let path = format!("/v1/items/{}", item["id"].as_str().unwrap());
+    let reads: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(app.client.get(app.url(&path)).send()))
+        .collect();
+    for read in reads {
+        assert_eq!(read.await.unwrap().unwrap().status(), 200);
+    }
+
+    let mut observer = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut observer)
+    .await
+    .unwrap();
+    assert!(!ended.is_empty(), "the app had connections to end");
+
+    let mut failed = 0;
+    loop {
+        let response = app.get(&path).await;
+        if response.status() == 200 {
+            break;
+        }
+        expect_problem(response, 503).await;
+        failed += 1;
+        assert!(
+            failed <= 4,
+            "still failing after one 503 per pool connection"
+        );
+    }
+    for _ in 0..8 {
+        assert_eq!(app.get(&path).await.status(), 200, "after {failed} 503s");
+    }
+}
+
 /// The purge of expired idempotency keys is no request: `statement_timeout`, set to the
 /// request deadline for requests, must not cancel it when it has to wait (here on rows the
 /// test locks while the app starts, which is when the first purge runs).
