@@ -239,6 +239,64 @@ async fn reads_recover_when_postgres_ends_the_connections_they_keep() {
     }
 }
 
+/// A read's connection is kept for the next read only while the pool has idle connections of
+/// its own: when every connection is out, a request queued in the pool must get it. Here a
+/// pool of 2 is all out (a read waiting on a lock of `items`, a keyed create on a lock of
+/// `idempotency_keys`) when a second read queues; the first read's lock goes, and the second
+/// read must get its connection then, not at the acquire timeout.
+#[tokio::test]
+async fn a_read_hands_its_connection_to_a_request_queued_in_a_drained_pool() {
+    let (app, path, mut items_locker) = postgres_item_behind_a_lock(&[
+        ("DATABASE_MAX_CONNECTIONS", "2"),
+        ("DATABASE_ACQUIRE_TIMEOUT_MS", "3000"),
+        ("REQUEST_TIMEOUT_MS", "10000"),
+    ])
+    .await;
+    let mut keys_locker = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("BEGIN")
+        .execute(&mut keys_locker)
+        .await
+        .unwrap();
+    sqlx::query("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut keys_locker)
+        .await
+        .unwrap();
+    let mut observer = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+
+    let first_read = tokio::spawn(app.client.get(app.url(&path)).send());
+    wait_until_one_waits_on_a_lock(&mut observer, "%FROM items WHERE id%").await;
+    let keyed_create = tokio::spawn(
+        app.write(Method::POST, "/v1/items")
+            .header("idempotency-key", "held-connections")
+            .json(&json!({"name": "waits on the keys"}))
+            .send(),
+    );
+    wait_until_one_waits_on_a_lock(&mut observer, "%INSERT INTO idempotency_keys%").await;
+    // Both connections are out: this read queues in the pool.
+    let second_read = tokio::spawn(app.client.get(app.url(&path)).send());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let released = Instant::now();
+    sqlx::query("ROLLBACK")
+        .execute(&mut items_locker)
+        .await
+        .unwrap();
+    assert_eq!(first_read.await.unwrap().unwrap().status(), 200);
+    let second = second_read.await.unwrap().unwrap();
+    assert_eq!(second.status(), 200);
+    assert!(
+        released.elapsed() < Duration::from_millis(2000),
+        "the queued read waited {:?}: the first read's connection was kept, not handed over",
+        released.elapsed()
+    );
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut keys_locker)
+        .await
+        .unwrap();
+    assert_eq!(keyed_create.await.unwrap().unwrap().status(), 201);
+}
+
 /// The purge of expired idempotency keys is no request: `statement_timeout`, set to the
 /// request deadline for requests, must not cancel it when it has to wait (here on rows the
 /// test locks while the app starts, which is when the first purge runs).
