@@ -13,8 +13,8 @@ CANARY_SECONDS=${CANARY_SECONDS:-900}
 # hpa-ramp at dev size (load-tests/README.md; capacity.py --check derives them from the dev
 # overlay): the base and peak rates that take items past 70 % of its 50m CPU request and let it
 # scale back within the run, and the VU cap.
-HPA_RAMP_RATE=116
-HPA_RAMP_PEAK=931
+HPA_RAMP_RATE=84
+HPA_RAMP_PEAK=673
 HPA_RAMP_MAX_VUS=100
 # Long enough for both canaries to finish (k8s/overlays/e2e shortens their steps).
 DRAIN_SECONDS=${DRAIN_SECONDS:-420s}
